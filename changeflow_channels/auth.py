@@ -1,0 +1,90 @@
+"""Token authentication for non-browser websocket clients.
+
+Browsers use the session (``AuthMiddlewareStack``). Scripts and services get a
+signed token (``make_token(user)``) and send it as ``?token=...`` in the URL or
+as an ``Authorization: Bearer ...`` header::
+
+    "websocket": AllowedHostsOriginValidator(
+        AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+    )
+
+Tokens are signed with SECRET_KEY and expire after CHANGEFLOW_TOKEN_MAX_AGE
+seconds (default one day). A valid token sets ``scope["user"]``; an invalid
+one leaves the session's user (anonymous for a script) in place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core import signing
+
+SALT = "changeflow_channels.auth.token"
+DEFAULT_MAX_AGE = 24 * 3600
+
+
+def make_token(user: Any) -> str:
+    """A signed, expiring token standing for ``user``."""
+    return signing.dumps({"uid": str(user.pk)}, salt=SALT)
+
+
+def user_id_from_token(token: str) -> str | None:
+    max_age = getattr(settings, "CHANGEFLOW_TOKEN_MAX_AGE", DEFAULT_MAX_AGE)
+    try:
+        return str(signing.loads(token, salt=SALT, max_age=max_age)["uid"])
+    except (signing.BadSignature, KeyError, TypeError):
+        return None
+
+
+@database_sync_to_async
+def load_user(user_id: str) -> Any:
+    """The active user with that pk, or None."""
+    user = get_user_model().objects.filter(pk=user_id).first()
+    return user if user is not None and user.is_active else None
+
+
+def _token(scope: dict[str, Any]) -> str | None:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if query.get("token"):
+        return query["token"][0]
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].decode("latin-1").strip()
+    return None
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """Sets ``scope["user"]`` from a valid token (see the module's docstring)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        token = _token(scope)
+        if token:
+            user_id = user_id_from_token(token)
+            user = await load_user(user_id) if user_id else None
+            if user is not None:
+                scope = {**scope, "user": user, "changeflow_token_user": user_id}
+        return await super().__call__(scope, receive, send)
+
+
+async def fresh_user(scope: dict[str, Any]) -> Any:
+    """The connection's user as it is now: a logout, a deactivation or a changed
+    permission since the connection opened is seen."""
+    from channels.auth import get_user
+    from django.contrib.auth.models import AnonymousUser
+
+    token_user = scope.get("changeflow_token_user")
+    if token_user is not None:
+        return await load_user(token_user) or AnonymousUser()
+    session = scope.get("session")
+    if session is not None and getattr(session, "session_key", None):
+        # A new store object reads the session afresh (a logout deleted it).
+        return await get_user({"session": session.__class__(session.session_key)})
+    user = scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False) and getattr(user, "pk", None):
+        return await load_user(str(user.pk)) or AnonymousUser()
+    return user if user is not None else AnonymousUser()

@@ -1,0 +1,54 @@
+"""Turning one raw changefeed item into the ``changeflow.change`` message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .jsonsafe import json_safe
+
+CHANGE_TYPE = "changeflow.change"
+BATCH_TYPE = "changeflow.batch"
+
+
+def change_kind(item: dict[str, Any]) -> str:
+    """add / change / remove, from the feed's own ``type`` or from the values."""
+    kind = item.get("type")
+    if kind in ("add", "change", "remove"):
+        return kind
+    if item.get("old_val") is None:
+        return "add"
+    if item.get("new_val") is None:
+        return "remove"
+    return "change"
+
+
+def build_change(item: dict[str, Any], *, initial_as_add: bool = False) -> dict[str, Any]:
+    """The ``change`` part: ``{"type", "old_val", "new_val"}``, JSON-safe.
+
+    ``initial`` items stay ``initial`` unless ``initial_as_add``: for a table
+    that appeared while the worker was watching, every document is new to the
+    subscribers, so it is announced as an ``add``.
+    """
+    kind = item.get("type")
+    if kind == "initial":
+        kind = "add" if initial_as_add else "initial"
+    else:
+        kind = change_kind(item)
+    return {
+        "type": kind,
+        "old_val": json_safe(item.get("old_val")),
+        "new_val": json_safe(item.get("new_val")),
+    }
+
+
+def change_message(
+    database: str, table: str, change: dict[str, Any], epoch: str, seq: int
+) -> dict[str, Any]:
+    return {
+        "type": CHANGE_TYPE,
+        "database": database,
+        "table": table,
+        "change": change,
+        "epoch": epoch,
+        "seq": seq,
+    }

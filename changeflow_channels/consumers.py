@@ -1,0 +1,432 @@
+"""The websocket consumer browsers talk to, and the worker's push consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import ChannelFull, StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
+
+from .auth import fresh_user
+from .conf import get_settings
+from .filters import FilterError, parse_filter
+from .layers import receive_forever
+from .limits import TokenBucket
+from .names import parse_stream
+from .ordered_delivery import OrderedDeliveryMixin, Subscription
+from .permissions import ask, load_policy
+from .protocol import (
+    BAD_REQUEST,
+    FORBIDDEN,
+    NOT_FOUND,
+    RATE_LIMITED,
+    TOO_LARGE,
+    UNAVAILABLE,
+    FrameError,
+    encode,
+    error_frame,
+    parse_frame,
+)
+from .pushes import (
+    DRAIN_TYPE,
+    OPS,
+    PushError,
+    PushTooLarge,
+    build_push,
+    check_size,
+    error_result,
+    parse_push,
+)
+from .sync import SYNC_TYPE, SyncError, parse_since, parse_sync
+
+logger = logging.getLogger("changeflow_channels")
+
+# A client whose frames keep being refused (beyond this rate) is closed with CLOSE_ABUSE.
+ERRORS_PER_SECOND = 5.0
+ERROR_BURST = 50.0
+CLOSE_ABUSE = 4008
+# A client that reads slower than its frames come (CHANGEFLOW_SEND_QUEUE frames behind).
+CLOSE_TOO_SLOW = 4009
+# Tries (with backoff, about 5 s in all) to answer on a full reply channel.
+REPLY_ATTEMPTS = 10
+
+
+class ResilientChannelMixin:
+    """``AsyncConsumer.__call__``, but its channel-layer receive survives the layer
+    failing (see ``layers.receive_forever``) instead of ending the consumer."""
+
+    channel_layer_alias: str
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        sources = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(
+                receive_forever,
+                self.channel_layer,
+                self.channel_name,
+                recovered={"type": "changeflow.layer_recovered"},
+            )
+            sources.append(self.channel_receive)
+        try:
+            await await_many_dispatch(sources, self.dispatch)  # type: ignore[attr-defined]
+        except StopConsumer:
+            pass
+
+
+class PushConsumer(ResilientChannelMixin, AsyncConsumer):
+    """Runs in the worker on ``CHANGEFLOW_CHANNEL``: writes pushes, one at a time, in order.
+
+    The worker puts its ``Flow`` in ``scope["changeflow"]``. Nothing a sender
+    puts in a message can stop this consumer: bad pushes are answered with an
+    error (on ``reply_channel`` when given) and logged.
+    """
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            await self._dispatch(message)
+        except Exception:  # a bug of ours must not end the consumer and its queue
+            logger.exception("push consumer failed on a message of type %r", message.get("type"))
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        future = message.get("future")
+        if kind == "changeflow.push":
+            await self.changeflow_push(message)
+        elif kind == SYNC_TYPE:
+            self._spawn_sync(message)
+        elif kind == DRAIN_TYPE and isinstance(future, asyncio.Future):
+            # Only the worker itself can send this: no channel-layer message
+            # can carry a Future.
+            if not future.done():
+                future.set_result(None)
+        else:
+            await self._answer(
+                message, error_result(message.get("id"), f"unknown message type {kind!r}")
+            )
+
+    def _spawn_sync(self, message: dict[str, Any]) -> None:
+        # Answered concurrently: a snapshot must not wait behind queued pushes.
+        tasks = self.__dict__.setdefault("_sync_tasks", set())
+        task = asyncio.ensure_future(self._sync(message))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _sync(self, message: dict[str, Any]) -> None:
+        try:
+            request = parse_sync(message)
+        except SyncError as error:
+            logger.error("sync request refused: %s", error)
+            return
+        try:
+            answer = await self.scope["changeflow"].sync(request)
+        except Exception:
+            logger.exception("sync request for %s failed", request.stream)
+            return  # the consumer's timeout turns this into a resync
+        await self._send_reply(request.reply_channel, answer)
+
+    async def changeflow_push(self, message: dict[str, Any]) -> None:
+        flow = self.scope["changeflow"]
+        try:
+            request = parse_push(message)
+            check_size(request.data, flow.settings.max_document_bytes)
+        except PushError as error:
+            await self._answer(message, error_result(message.get("id"), str(error)))
+            return
+        try:
+            result = await flow.writer.write(request)
+        except Exception as error:  # a bug of ours must not lose the next pushes, nor the answer
+            logger.exception("push to %s failed", request.stream)
+            result = error_result(request.id, f"internal error: {error!r}")
+        if result["ok"]:
+            if flow.verbose:
+                logger.info(
+                    "push %s into %s: %d inserted, %d replaced, %d unchanged, %d deleted",
+                    request.op,
+                    request.stream,
+                    result["inserted"],
+                    result["replaced"],
+                    result["unchanged"],
+                    result["deleted"],
+                )
+            if request.reply_channel:
+                await self._send_reply(request.reply_channel, result)
+        else:
+            await self._answer(message, result)
+
+    async def _answer(self, message: dict[str, Any], result: dict[str, Any]) -> None:
+        """Log a refused push and send the error to its reply channel, if any."""
+        where = (
+            f"{message.get('database')}.{message.get('table')}"
+            if isinstance(message, dict)
+            else "?"
+        )
+        logger.error("push refused (%s): %s", where, result.get("error"))
+        reply = message.get("reply_channel")
+        if isinstance(reply, str) and reply:
+            await self._send_reply(reply, result)
+
+    async def _send_reply(self, channel: str, result: dict[str, Any]) -> None:
+        # A reply channel can be full for a moment (a Daphne process's consumers
+        # share one in channels_redis, and a burst fills it): try for a while.
+        delay = 0.05
+        for attempt in range(REPLY_ATTEMPTS):
+            try:
+                await self.channel_layer.send(channel, result)
+                return
+            except ChannelFull:
+                if attempt + 1 < REPLY_ATTEMPTS:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            except Exception as error:
+                logger.warning("could not answer on %s: %r", channel, error)
+                return
+        logger.warning("could not answer on %s: the channel stayed full", channel)
+
+
+def check_sub_name(name: Any, request_id: Any) -> Any:
+    """A subscription's ``sub``: None, a short string or a whole number."""
+    if name is None:
+        return None
+    if isinstance(name, bool) or not isinstance(name, str | int) or len(str(name)) > 100:
+        raise FrameError(BAD_REQUEST, "sub must be a short string or a whole number", request_id)
+    return name
+
+
+class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebsocketConsumer):
+    """Speaks the browser protocol: subscribe, unsubscribe and push by ``db.table``.
+
+    Delivery (positions, gaps, snapshots, resync) is ``OrderedDeliveryMixin``'s."""
+
+    async def connect(self) -> None:
+        self.settings = get_settings()
+        self.policy = load_policy(self.settings.permissions)
+        rate = self.settings.push_rate
+        self.push_bucket = TokenBucket(rate=rate, burst=max(1.0, 2 * rate))
+        self.error_bucket = TokenBucket(rate=ERRORS_PER_SECOND, burst=ERROR_BURST)
+        self.rechecks = asyncio.ensure_future(self._recheck_forever())
+        # Frames wait here for the server to take them. A client that cannot keep
+        # up fills it and is disconnected, instead of making memory grow.
+        self.outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=self.settings.send_queue)
+        self.writer = asyncio.ensure_future(self._write_forever())
+        self.subscriptions: dict[tuple[str, Any], Subscription] = {}
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "rechecks"):
+            self.rechecks.cancel()
+            self.writer.cancel()
+        for key in list(getattr(self, "subscriptions", {})):
+            await self._leave(key)
+
+    async def _recheck_forever(self) -> None:
+        """Subscriptions end within CHANGEFLOW_RECHECK_EVERY seconds of a logout or
+        a lost permission: the user is loaded afresh and the policy asked again."""
+        while True:
+            await asyncio.sleep(self.settings.recheck_every)
+            try:
+                await self.recheck()
+            except Exception:
+                logger.exception("permission re-check failed; keeping the subscriptions")
+
+    async def recheck(self) -> None:
+        self.scope["user"] = await fresh_user(self.scope)
+        refresh = getattr(self.policy, "refresh", None)
+        if callable(refresh):
+            refresh()
+        for key, sub in list(self.subscriptions.items()):
+            if not await ask(self.policy.can_subscribe, self.user, sub.stream):
+                await self._leave(key)
+                message = (
+                    f"your subscription to {sub.stream} has ended: logged out or permission revoked"
+                )
+                await self.send_frame(sub.tag(error_frame(FORBIDDEN, message)))
+
+    @property
+    def user(self) -> Any:
+        return self.scope.get("user")
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if getattr(self, "closing", False):
+            return  # closed for abuse or slowness: nothing more is handled
+        request_id = None
+        try:
+            if text_data is not None and len(text_data) * 4 > self.settings.max_frame_bytes:
+                size = len(text_data.encode())
+                if size > self.settings.max_frame_bytes:
+                    raise FrameError(
+                        TOO_LARGE, f"frame of {size} bytes; at most {self.settings.max_frame_bytes}"
+                    )
+            frame = parse_frame(text_data)
+            request_id = frame.get("id")
+            action = frame["action"]
+            if action == "subscribe":
+                await self._subscribe(frame)
+            elif action == "unsubscribe":
+                await self._unsubscribe(frame)
+            else:
+                await self._push(frame)
+        except FrameError as error:
+            if not self.error_bucket.take():
+                # Errors faster than any honest client makes them: an abuser.
+                logger.warning("closing a websocket that keeps sending bad frames")
+                self.closing = True
+                await self.close(code=CLOSE_ABUSE)
+                return
+            await self.send_frame(error_frame(error.code, error.message, error.request_id))
+        except Exception:
+            logger.exception("websocket frame failed")
+            await self.send_frame(
+                error_frame(UNAVAILABLE, "the server could not handle this frame", request_id)
+            )
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        if getattr(self, "closing", False):
+            return
+        if self.outgoing.full():
+            if not getattr(self, "too_slow", False):
+                self.too_slow = True
+                self.closing = True
+                logger.warning(
+                    "closing a websocket too slow to read (%d frames waiting)",
+                    self.outgoing.qsize(),
+                )
+                await self.close(code=CLOSE_TOO_SLOW)
+            return
+        self.outgoing.put_nowait(encode(frame))
+
+    async def _write_forever(self) -> None:
+        while True:
+            text = await self.outgoing.get()
+            if getattr(self, "closing", False):
+                return  # closed: what is still queued is dropped
+            await self.send(text_data=text)
+
+    async def _subscribe(self, frame: dict[str, Any]) -> None:
+        stream, request_id = frame["stream"], frame.get("id")
+        name = check_sub_name(frame.get("sub"), request_id)
+        try:
+            since = parse_since(frame.get("since"))
+            row_filter = parse_filter(frame.get("filter"))
+        except (SyncError, FilterError) as error:
+            raise FrameError(BAD_REQUEST, str(error), request_id) from None
+        if not await ask(self.policy.can_subscribe, self.user, stream):
+            raise FrameError(FORBIDDEN, f"you may not subscribe to {stream}", request_id)
+        key = (stream, name)
+        if key in self.subscriptions:
+            await self._leave(key)  # subscribing again starts the subscription afresh
+        elif len(self.subscriptions) >= self.settings.max_subscriptions:
+            raise FrameError(
+                RATE_LIMITED,
+                f"at most {self.settings.max_subscriptions} subscriptions per connection",
+                request_id,
+            )
+        if not self.subscriptions_of(stream):
+            try:
+                await self.channel_layer.group_add(stream, self.channel_name)
+            except Exception as error:
+                raise FrameError(
+                    UNAVAILABLE, f"channel layer unavailable: {error!r}", request_id
+                ) from None
+        database, table = parse_stream(stream)
+        sub = Subscription(
+            stream,
+            database,
+            table,
+            name=name,
+            filter=row_filter,
+            snapshot=bool(frame.get("snapshot")),
+        )
+        self.subscriptions[key] = sub
+        await self.send_frame(sub.tag({"event": "subscribed", "stream": stream, "id": request_id}))
+        if since is not None:
+            sub.epoch, sub.seq = since
+            await self._request_sync(sub, since=since)
+        elif sub.snapshot:
+            await self._request_sync(sub, since=None)
+
+    async def _unsubscribe(self, frame: dict[str, Any]) -> None:
+        stream, request_id = frame["stream"], frame.get("id")
+        name = check_sub_name(frame.get("sub"), request_id)
+        key = (stream, name)
+        if key not in self.subscriptions:
+            raise FrameError(
+                NOT_FOUND,
+                f"not subscribed to {stream}" + (f" as {name!r}" if name is not None else ""),
+                request_id,
+            )
+        await self._leave(key)
+        frame = {"event": "unsubscribed", "stream": stream, "id": request_id}
+        if name is not None:
+            frame["sub"] = name
+        await self.send_frame(frame)
+
+    async def _leave(self, key: tuple[str, Any]) -> None:
+        sub = self.subscriptions.pop(key, None)
+        if sub is not None:
+            self.forget(sub)
+        stream = key[0]
+        if self.subscriptions_of(stream):
+            return  # another subscription still needs the group
+        try:
+            await self.channel_layer.group_discard(stream, self.channel_name)
+        except Exception as error:
+            logger.warning("group_discard(%s) failed: %r", stream, error)
+
+    async def _push(self, frame: dict[str, Any]) -> None:
+        stream, request_id = frame["stream"], frame.get("id")
+        op = frame.get("op") or "insert"
+        if op not in OPS:  # checked before the policy sees it
+            raise FrameError(
+                BAD_REQUEST, f"unknown op {op!r}; expected one of {', '.join(OPS)}", request_id
+            )
+        if not await ask(self.policy.can_push, self.user, stream, op):
+            raise FrameError(FORBIDDEN, f"you may not push into {stream}", request_id)
+        if not self.push_bucket.take():
+            raise FrameError(
+                RATE_LIMITED, f"at most {self.settings.push_rate:g} pushes per second", request_id
+            )
+        database, table = parse_stream(stream)
+        try:
+            message = build_push(
+                database,
+                table,
+                frame.get("data"),
+                op=op,
+                key=frame.get("key"),
+                reply_channel=self.channel_name,
+                id=request_id,
+            )
+            check_size(message["data"], self.settings.max_document_bytes)
+        except PushTooLarge as error:
+            raise FrameError(TOO_LARGE, str(error), request_id) from None
+        except PushError as error:
+            raise FrameError(BAD_REQUEST, str(error), request_id) from None
+        try:
+            await self.channel_layer.send(self.settings.channel, message)
+        except Exception as error:
+            raise FrameError(
+                UNAVAILABLE, f"channel layer unavailable: {error!r}", request_id
+            ) from None
+
+    # -- messages from the channel layer ----------------------------------------
+
+    async def changeflow_push_result(self, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        if message.get("ok"):
+            frame = {key: value for key, value in message.items() if key != "type"}
+            await self.send_frame({"event": "pushed", **frame})
+            return
+        error = str(message.get("error", "push failed"))
+        unavailable = error.startswith(("RethinkDB unavailable", "internal error"))
+        code = UNAVAILABLE if unavailable else BAD_REQUEST
+        await self.send_frame(error_frame(code, error, request_id))

@@ -1,0 +1,111 @@
+"""Finding the tables to follow: ``rethinkdb.table_config``, read and followed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rethinkdb import RethinkDB
+
+from .connection import close_quietly, close_soon, connect, is_connection_error, keepalive
+from .rethinkdb_url import RethinkDBAddress
+
+logger = logging.getLogger("changeflow_channels")
+
+# (database, table, primary_key, appeared_while_watching)
+TableAdded = Callable[[str, str, str, bool], None]
+TableRemoved = Callable[[str, str], None]
+
+
+class TableDiscovery:
+    """Reports the tables that exist, and those created or dropped later.
+
+    ``appeared_while_watching`` is False for the tables found on the very first
+    read, and True for every table seen after it (including those found only
+    after a reconnect: they were created while we could not see it).
+    """
+
+    def __init__(
+        self, r: RethinkDB, address: RethinkDBAddress, added: TableAdded, removed: TableRemoved
+    ) -> None:
+        self.r = r
+        self.address = address
+        self.added = added
+        self.removed = removed
+        self.known: set[tuple[str, str]] = set()
+        self.ready = asyncio.Event()
+        self.stopping = False
+        self._conn: Any = None
+
+    def stop(self) -> None:
+        """Stop following (see ``TableFeed.stop`` for why not just cancel)."""
+        self.stopping = True
+        close_soon(self._conn)
+
+    async def run(self) -> None:
+        delay = 0.1
+        first_read = True
+        while not self.stopping:
+            conn = None
+            try:
+                conn = self._conn = await connect(self.r, self.address)
+                if self.stopping:
+                    return
+                await self._follow(conn, first_read)
+            except Exception as error:
+                if self.stopping:
+                    return
+                if is_connection_error(error):
+                    logger.warning("table discovery: RethinkDB unavailable (%s); retrying", error)
+                else:
+                    # e.g. a user without read access to the system database
+                    logger.exception("table discovery failed; retrying")
+            finally:
+                self._conn = None
+                await close_quietly(conn)
+            first_read = first_read and not self.ready.is_set()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _follow(self, conn: Any, first_read: bool) -> None:
+        feed = await (
+            self.r.db("rethinkdb")
+            .table("table_config")
+            .changes(include_initial=True, include_states=True, include_types=True)
+            .run(conn)
+        )
+        seen: set[tuple[str, str]] = set()
+        pinger = asyncio.ensure_future(keepalive(self.r, conn, "table discovery"))
+        try:
+            await self._read(feed, first_read, seen)
+        finally:
+            pinger.cancel()
+
+    async def _read(self, feed: Any, first_read: bool, seen: set[tuple[str, str]]) -> None:
+        async for item in feed:
+            if self.stopping:
+                return
+            kind = item.get("type")
+            if kind == "state":
+                if item.get("state") == "ready":
+                    for gone in self.known - seen:
+                        self._remove(*gone)
+                    self.ready.set()
+                continue
+            old, new = item.get("old_val"), item.get("new_val")
+            if old and (not new or (old["db"], old["name"]) != (new["db"], new["name"])):
+                self._remove(old["db"], old["name"])
+            if new:
+                key = (new["db"], new["name"])
+                seen.add(key)
+                if key not in self.known:
+                    self.known.add(key)
+                    appeared = not (kind == "initial" and first_read)
+                    self.added(new["db"], new["name"], new.get("primary_key", "id"), appeared)
+
+    def _remove(self, database: str, table: str) -> None:
+        if (database, table) in self.known:
+            self.known.discard((database, table))
+            self.removed(database, table)

@@ -1,0 +1,239 @@
+"""The worker's machinery: discovery, one feed per watched table, delivery, hooks, pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from typing import Any
+
+from rethinkdb.errors import ReqlOpFailedError
+
+from .autoclean import AutoClean
+from .conf import ChangeflowSettings
+from .connection import RAW_FORMATS, Reconnecting, new_driver
+from .delivery import Delivery
+from .discovery import TableDiscovery
+from .feeds import TableFeed
+from .hooks import Handler, HookRunner
+from .jsonsafe import json_safe
+from .push_writer import PushWriter
+from .rethinkdb_url import parse_rethinkdb_url
+from .sync import SyncRequest, sync_answer
+from .table_config import parse_tables
+from .table_setup import TableSetup
+from .tables import TableRegistry
+from .watch import WatchPatterns
+
+logger = logging.getLogger("changeflow_channels")
+
+READY_TIMEOUT = 30.0
+# How long a sync request waits for a (re)starting feed to load its documents.
+SYNC_WAIT = 5.0
+# At shutdown, feeds are closed once they have been quiet this long (but no later than the limit).
+SETTLE_QUIET = 0.2
+SETTLE_LIMIT = 3.0
+STOP_TIMEOUT = 5.0
+
+
+class Flow:
+    """Everything the worker runs besides receiving pushes."""
+
+    def __init__(
+        self,
+        settings: ChangeflowSettings,
+        channel_layer: Any,
+        handlers: list[Handler],
+        *,
+        watch: list[str] | None = None,
+        verbose: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.verbose = settings.verbose if verbose is None else verbose
+        self.r = new_driver()
+        self.address = parse_rethinkdb_url(settings.rethinkdb)
+        self.patterns = WatchPatterns(watch if watch is not None else settings.watch)
+        self.table_configs = parse_tables(settings.tables)
+        self.tables = TableRegistry(self.r, self.table_configs)
+        self.setup = TableSetup(self.r, self.address, self.table_configs)
+        self.autoclean = AutoClean(
+            self.r,
+            self.address,
+            self.table_configs,
+            _positive_seconds(settings.clean_every, "CHANGEFLOW_CLEAN_EVERY"),
+            verbose=self.verbose,
+        )
+        self._write_connection = Reconnecting(self.r, self.address)
+        self.writer = PushWriter(self._write_connection, self.tables, settings.push_timeout)
+        self.hooks = HookRunner(handlers, settings.handler_timeout)
+        self.delivery = Delivery(
+            channel_layer, self.hooks, verbose=self.verbose, batch_size=settings.batch_size
+        )
+        self.discovery = TableDiscovery(
+            self.r, self.address, self._table_added, self._table_removed
+        )
+        self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
+        self._discovery_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start in the background: configured tables and indexes (CHANGEFLOW_TABLES),
+        then table discovery and feeds; autoclean once the indexes are built."""
+        self.hooks.start()
+        setup = asyncio.ensure_future(self.setup.run())
+        setup.add_done_callback(_log_crash("table set-up"))
+        clean = asyncio.ensure_future(self.autoclean.run(start_after=self.setup.ready))
+        clean.add_done_callback(_log_crash("autoclean"))
+        self._background = [setup, clean]
+        self._discovery_task = asyncio.ensure_future(self._discover())
+        self._discovery_task.add_done_callback(_log_crash("table discovery"))
+
+    async def _discover(self) -> None:
+        # The configured tables are created with their keys first: discovery
+        # (and thus pushes, which wait for it) must not see them half made.
+        if await self.setup.wait_created():
+            await self.discovery.run()
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> bool:
+        """Until the tables are known and their feeds are open."""
+        try:
+            await asyncio.wait_for(self.discovery.ready.wait(), timeout)
+            feeds = [feed.ready.wait() for feed, _ in self.feeds.values()]
+            if feeds:
+                await asyncio.wait_for(asyncio.gather(*feeds), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def settle(self, quiet: float = SETTLE_QUIET, limit: float = SETTLE_LIMIT) -> None:
+        """Let the changes of the pushes written so far reach their groups.
+
+        Waits (at most ``limit`` seconds) until every watched table this worker
+        wrote to has an open feed that caught up (a table a push created may not
+        even be followed yet), and then until no feed has read anything for
+        ``quiet`` seconds.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + limit
+        while loop.time() < give_up:
+            if any(not self._caught_up(db, table) for db, table in self.writer.written):
+                await asyncio.sleep(0.02)
+                continue
+            last = max((feed.last_read for feed, _ in self.feeds.values()), default=0.0)
+            idle = loop.time() - last
+            if idle >= quiet and not self.delivery.busy:
+                return
+            await asyncio.sleep(max(quiet - idle, 0.02))
+        logger.warning("changes of the last pushes may not all have been announced before exit")
+
+    def _caught_up(self, database: str, table: str) -> bool:
+        if not self.patterns.matches(database, table):
+            return True
+        entry = self.feeds.get(f"{database}.{table}")
+        return entry is not None and entry[0].caught_up
+
+    async def stop(self) -> None:
+        self.setup.stop()
+        self.autoclean.stop()
+        self.discovery.stop()
+        tasks = [task for _, task in self.feeds.values()] + self._background
+        for feed, _ in self.feeds.values():
+            feed.stop()
+        if self._discovery_task is not None:
+            tasks.append(self._discovery_task)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for task in pending:
+                task.cancel()
+        self.feeds.clear()
+        try:
+            await asyncio.wait_for(self.delivery.drain(), STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("changes still unsent at shutdown (channel layer unavailable?)")
+        await self.hooks.stop(self.settings.handler_timeout)
+        await self._write_connection.close()
+
+    async def sync(self, request: SyncRequest) -> dict[str, Any]:
+        """Answer a consumer's ``changeflow.sync``: missed changes and/or a snapshot."""
+        entry = self.feeds.get(request.stream)
+        feed = entry[0] if entry is not None else None
+        if feed is not None and not feed.caught_up:
+            # A feed (re)starting is loading its documents: the answer waits for them.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(feed.caught_up_event.wait(), SYNC_WAIT)
+        if feed is not None and not feed.caught_up:
+            # Still (re)connecting: the consumer asks again a little later.
+            answer = sync_answer(request, None)
+            answer.update(resync="unavailable", changes=None, snapshot=None)
+            return answer
+        answer = sync_answer(request, feed.state if feed is not None else None)
+        if request.snapshot and answer["snapshot"] is None and answer["resync"] != "unavailable":
+            if request.since is None or answer["resync"] is not None:
+                answer["snapshot"] = await self._read_snapshot(request)
+        return answer
+
+    async def _read_snapshot(self, request: SyncRequest) -> dict[str, Any]:
+        """A table too large to keep in memory: read (at most the limit) from RethinkDB."""
+        limit = self.settings.snapshot_limit
+        query = self.r.db(request.database).table(request.table).limit(limit + 1)
+        try:
+            conn = await self._write_connection.get()
+            documents = await query.run(conn, **RAW_FORMATS)
+            documents = (
+                [json_safe(doc) async for doc in documents]
+                if not isinstance(documents, list)
+                else json_safe(documents)
+            )
+        except ReqlOpFailedError:
+            documents = []  # no such table (yet)
+        return {"documents": documents[:limit], "truncated": len(documents) > limit}
+
+    def _table_added(self, database: str, table: str, primary_key: str, appeared: bool) -> None:
+        self.tables.remember(database, table, primary_key)
+        stream = f"{database}.{table}"
+        if not self.patterns.matches(database, table) or stream in self.feeds:
+            return
+        feed = TableFeed(
+            self.r,
+            self.address,
+            database,
+            table,
+            self.delivery,
+            announce_initial=appeared,
+            primary_key=primary_key,
+            history=self.settings.history,
+            snapshot_limit=self.settings.snapshot_limit,
+        )
+        task = asyncio.ensure_future(feed.run())
+        task.add_done_callback(lambda done: self._feed_done(stream, done))
+        self.feeds[stream] = (feed, task)
+
+    def _table_removed(self, database: str, table: str) -> None:
+        self.tables.forget(database, table)
+        entry = self.feeds.pop(f"{database}.{table}", None)
+        if entry is not None:
+            entry[0].stop()
+            logger.info("stopped following %s.%s (table dropped)", database, table)
+
+    def _feed_done(self, stream: str, task: asyncio.Task[None]) -> None:
+        entry = self.feeds.get(stream)
+        if entry is not None and entry[1] is task:
+            del self.feeds[stream]
+        _log_crash(f"feed of {stream}")(task)
+
+
+def _positive_seconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _log_crash(what: str) -> Any:
+    """A done-callback that logs a task's exception (never left unretrieved)."""
+
+    def callback(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s crashed", what, exc_info=task.exception())
+
+    return callback

@@ -1,0 +1,51 @@
+"""Make ReQL values JSON-safe for the channel layer and browsers.
+
+The worker reads with ``time_format="raw"`` and ``binary_format="raw"``, so
+pseudo-types arrive as ``{"$reql_type$": ...}`` objects: times become ISO 8601
+strings, binary becomes base64 text. Everything else is already JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+
+def _iso8601(value: dict[str, Any]) -> str | float:
+    """ISO 8601 with the time's own offset; the bare epoch seconds for a time
+    Python cannot represent (beyond year 9999, or a malformed offset)."""
+    epoch_time = value.get("epoch_time", 0)
+    try:
+        offset = str(value.get("timezone") or "+00:00")
+        if offset == "Z":
+            offset = "+00:00"
+        sign = -1 if offset.startswith("-") else 1
+        hours, _, minutes = offset.lstrip("+-").partition(":")
+        tz = timezone(sign * timedelta(hours=int(hours or 0), minutes=int(minutes or 0)))
+        return datetime.fromtimestamp(epoch_time, tz).isoformat()
+    except (ValueError, OverflowError, OSError, TypeError):
+        return epoch_time
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of ``value`` with times and binary turned into strings."""
+    if isinstance(value, dict):
+        reql_type = value.get("$reql_type$")
+        if reql_type == "TIME":
+            return _iso8601(value)
+        if reql_type == "BINARY":
+            return value.get("data", "")
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def is_unicode(text: str) -> bool:
+    """False for text with lone surrogates ("\\ud800"): valid JSON escapes, but
+    not Unicode, so neither UTF-8 nor the channel layer can carry them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

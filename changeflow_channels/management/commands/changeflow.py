@@ -1,0 +1,86 @@
+"""``python manage.py changeflow``: the worker, and its subcommands.
+
+    manage.py changeflow [-q] [--watch PATTERN ...]     the worker
+    manage.py changeflow push STREAM DATA [--op OP] [--key KEY]
+    manage.py changeflow <subcommand> --help
+
+Each subcommand lives in ``changeflow_channels/management/subcommands/<name>.py``
+with ``HELP``, ``add_arguments(parser)`` and ``run(command, options)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from changeflow_channels.conf import get_settings
+from changeflow_channels.worker import WorkerConfigError, create_worker
+
+logger = logging.getLogger("changeflow_channels")
+
+
+def subcommand_names() -> list[str]:
+    """Every module in ``management/subcommands`` is a subcommand."""
+    from changeflow_channels.management import subcommands
+
+    return sorted(
+        m.name for m in pkgutil.iter_modules(subcommands.__path__) if not m.name.startswith("_")
+    )
+
+
+def configure_logging(verbose: bool) -> None:
+    """INFO for every change and push when verbose, else warnings and errors only.
+
+    A project that configures the ``changeflow_channels`` logger in LOGGING
+    keeps its handlers; otherwise we log to stderr.
+    """
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def subcommand(name: str) -> Any:
+    return importlib.import_module(f"changeflow_channels.management.subcommands.{name}")
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the changeflow worker (follow RethinkDB changefeeds, write pushes), or a subcommand."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "-q", "--quiet", action="store_true", help="log only warnings and errors"
+        )
+        parser.add_argument(
+            "--watch",
+            nargs="+",
+            metavar="PATTERN",
+            help='tables to follow instead of CHANGEFLOW_WATCH: "db.table", "db.*" or "*"',
+        )
+        parser.add_argument("--layer", default="default", help="channel layer alias")
+        subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+        for name in subcommand_names():
+            module = subcommand(name)
+            sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+            sub.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+            module.add_arguments(sub)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        settings = get_settings()
+        verbose = settings.verbose and not options["quiet"]
+        configure_logging(verbose)
+        if options.get("subcommand"):
+            subcommand(options["subcommand"]).run(self, options)
+            return
+        try:
+            worker = create_worker(watch=options["watch"], verbose=verbose, layer=options["layer"])
+        except WorkerConfigError as error:
+            raise CommandError(str(error)) from error
+        worker.run()

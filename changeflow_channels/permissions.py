@@ -1,0 +1,168 @@
+"""Who may subscribe to and push into which stream.
+
+``CHANGEFLOW_PERMISSIONS`` names a policy: a class (instantiated once per
+connection, so it may cache), or an object, with ``can_subscribe(user,
+stream)`` and ``can_push(user, stream, op)``. Either may be sync or async;
+sync ones run in a thread, so they may use the ORM.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Protocol
+
+from asgiref.sync import sync_to_async
+from django.utils.module_loading import import_string
+
+
+class Policy(Protocol):
+    def can_subscribe(self, user: Any, stream: str) -> Any: ...
+
+    def can_push(self, user: Any, stream: str, op: str) -> Any: ...
+
+
+class AuthenticatedReadPolicy:
+    """The default: authenticated users may subscribe to any stream; no browser may push."""
+
+    async def can_subscribe(self, user: Any, stream: str) -> bool:
+        return bool(user is not None and user.is_authenticated)
+
+    async def can_push(self, user: Any, stream: str, op: str) -> bool:
+        return False
+
+
+class AllowAllPolicy:
+    """Anyone may subscribe and push anywhere. For demos on loopback only."""
+
+    async def can_subscribe(self, user: Any, stream: str) -> bool:
+        return True
+
+    async def can_push(self, user: Any, stream: str, op: str) -> bool:
+        return True
+
+
+class DenyAllPolicy:
+    """Nobody may do anything from a websocket (server-side pushes still work)."""
+
+    async def can_subscribe(self, user: Any, stream: str) -> bool:
+        return False
+
+    async def can_push(self, user: Any, stream: str, op: str) -> bool:
+        return False
+
+
+KEYWORDS = ("anyone", "authenticated", "staff", "superuser", "nobody")
+
+
+def check_requirement(requirement: Any) -> None:
+    """Raise ``ValueError`` unless ``requirement`` is a keyword, a permission name
+    ("app.codename") or a list of those (any of them suffices)."""
+    items = requirement if isinstance(requirement, list | tuple) else [requirement]
+    for item in items:
+        if not isinstance(item, str) or (item not in KEYWORDS and item.count(".") != 1):
+            raise ValueError(
+                f"{item!r} is neither one of {', '.join(KEYWORDS)} nor a permission name like 'shop.view_order'"
+            )
+
+
+class RulesPolicy:
+    """Deny by default; ``CHANGEFLOW_RULES`` says who may do what, per stream pattern::
+
+        CHANGEFLOW_RULES = {
+            "shop.orders": {"subscribe": "authenticated", "push": "staff"},
+            "shop.*": {"subscribe": ["staff", "shop.view_order"]},
+            "*": {"subscribe": "superuser"},
+        }
+
+    The most specific pattern that names the action decides ("db.table", then
+    "db.*", then "*"). Requirements: ``anyone``, ``authenticated``, ``staff``,
+    ``superuser``, ``nobody``, a Django permission name, or a list of those
+    (any one suffices). Permission answers are cached per connection until
+    ``refresh()`` (called before each revocation check).
+    """
+
+    def __init__(self, rules: dict[str, Any] | None = None) -> None:
+        if rules is None:
+            from django.conf import settings
+
+            rules = getattr(settings, "CHANGEFLOW_RULES", {})
+        self.rules = rules
+        self._cache: dict[tuple[Any, str], bool] = {}
+
+    def refresh(self) -> None:
+        self._cache.clear()
+
+    def requirement(self, stream: str, action: str) -> Any:
+        database = stream.split(".", 1)[0]
+        for pattern in (stream, f"{database}.*", "*"):
+            rule = self.rules.get(pattern)
+            if isinstance(rule, dict) and action in rule:
+                return rule[action]
+        return "nobody"
+
+    async def can_subscribe(self, user: Any, stream: str) -> bool:
+        return await self._allows(user, self.requirement(stream, "subscribe"))
+
+    async def can_push(self, user: Any, stream: str, op: str) -> bool:
+        return await self._allows(user, self.requirement(stream, "push"))
+
+    async def _allows(self, user: Any, requirement: Any) -> bool:
+        items = requirement if isinstance(requirement, list | tuple) else [requirement]
+        for item in items:
+            if await self._meets(user, item):
+                return True
+        return False
+
+    async def _meets(self, user: Any, item: str) -> bool:
+        if item == "anyone":
+            return True
+        if user is None or not getattr(user, "is_authenticated", False) or item == "nobody":
+            return False
+        if item == "authenticated":
+            return True
+        if item in ("staff", "superuser"):
+            return bool(getattr(user, f"is_{item}", False))
+        key = (getattr(user, "pk", None), item)
+        if key not in self._cache:
+            self._cache[key] = await sync_to_async(user.has_perm)(item)
+        return self._cache[key]
+
+
+def load_policy(setting: Any) -> Policy:
+    """The policy named by ``CHANGEFLOW_PERMISSIONS`` (a dotted path, class or object)."""
+    policy = import_string(setting) if isinstance(setting, str) else setting
+    if inspect.isclass(policy):
+        policy = policy()
+    for method in ("can_subscribe", "can_push"):
+        if not callable(getattr(policy, method, None)):
+            raise TypeError(f"permission policy {setting!r} has no {method}() method")
+    return policy
+
+
+async def ask(method: Any, *args: Any) -> bool:
+    """Call a policy method, sync or async, and return its answer as a bool."""
+    if inspect.iscoroutinefunction(method):
+        return bool(await method(*args))
+    result = await sync_to_async(method, thread_sensitive=True)(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
+
+
+def has_row_rule(policy: Any) -> bool:
+    return callable(getattr(policy, "filter_change", None))
+
+
+async def apply_row_rule(policy: Any, user: Any, stream: str, change: dict[str, Any]) -> Any:
+    """The policy's ``filter_change(user, stream, change)``, if it has one: the change,
+    a redacted copy (a side set to None is hidden), or None to hide it all.
+
+    Called once per change and subscriber: keep it cheap. An async rule runs on
+    the event loop; a sync one costs a thread hop per call.
+    """
+    rule = getattr(policy, "filter_change", None)
+    if rule is None:
+        return change
+    if inspect.iscoroutinefunction(rule):
+        return await rule(user, stream, change)
+    return await sync_to_async(rule, thread_sensitive=True)(user, stream, change)

@@ -1,0 +1,168 @@
+"""Writing pushes to RethinkDB: one ``PushRequest`` in, one result message out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from rethinkdb.errors import ReqlError
+
+from .connection import Reconnecting, is_connection_error
+from .pushes import RESULT_TYPE, PushError, PushRequest, error_result
+from .tables import TableRegistry, is_missing_error
+
+logger = logging.getLogger("changeflow_channels")
+
+COUNTS = ("inserted", "replaced", "unchanged", "deleted", "skipped", "errors")
+EXPR_DEPTH = 100
+WRITE_TIMEOUT = 5.0
+
+
+class PushWriter:
+    """Applies pushes, creating a missing database and table first.
+
+    The write is tried optimistically; only a "does not exist" error costs the
+    extra round trips of creating the table. While RethinkDB is unreachable the
+    push is retried until ``deadline`` seconds have passed, and then answered
+    with an error: it is never acknowledged before RethinkDB did.
+    """
+
+    def __init__(self, connection: Reconnecting, tables: TableRegistry, deadline: float) -> None:
+        self.connection = connection
+        self.r = connection.r
+        self.tables = tables
+        self.deadline = deadline
+        # Tables written to, so a clean shutdown can wait for their changes.
+        self.written: set[tuple[str, str]] = set()
+
+    async def write(self, request: PushRequest) -> dict[str, Any]:
+        """Write ``request``; return the ``changeflow.push.result`` message."""
+        give_up = time.monotonic() + self.deadline
+        delay = 0.1
+        created = False
+        request, generated = self._with_keys(request)
+        retry = False
+        while True:
+            try:
+                conn = await self.connection.get()
+                try:
+                    counts = await self._apply_in_time(conn, request, retry)
+                except ReqlError as error:
+                    if created or not is_missing_error(error):
+                        raise
+                    await self.tables.ensure(conn, request.database, request.table)
+                    created = True
+                    counts = await self._apply_in_time(conn, request, retry)
+                self.written.add((request.database, request.table))
+                return _result(request, counts, generated)
+            except PushError as error:
+                return error_result(request.id, str(error))
+            except Exception as error:
+                if not is_connection_error(error):
+                    if isinstance(error, ReqlError):
+                        return error_result(request.id, error.message)
+                    raise
+                await self.connection.discard()
+                # The write may have happened before the connection broke.
+                retry = True
+                if time.monotonic() + delay > give_up:
+                    return error_result(
+                        request.id,
+                        f"RethinkDB unavailable for {self.deadline:g} s, push not written: {error}",
+                    )
+                logger.warning("RethinkDB unavailable (%s); retrying push in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _with_keys(self, request: PushRequest) -> tuple[PushRequest, list[Any]]:
+        """Give every inserted document without a primary key one of ours.
+
+        Keys chosen here, not by RethinkDB, make a retried insert safe: the
+        documents of an attempt that did land are recognised, not inserted twice.
+        """
+        if request.op != "insert":
+            return request, []
+        pk = self.tables.known_primary_key(request.database, request.table) or "id"
+        generated: list[Any] = []
+        documents = []
+        for doc in request.documents:
+            if pk not in doc:
+                doc = {**doc, pk: str(uuid.uuid4())}
+                generated.append(doc[pk])
+            documents.append(doc)
+        return replace(request, data=documents), generated
+
+    async def _apply_in_time(self, conn: Any, request: PushRequest, retry: bool) -> dict[str, Any]:
+        # A connection that went half-open would never answer: a write that
+        # takes this long counts as a lost connection (and is retried safely).
+        return await asyncio.wait_for(self._apply(conn, request, retry), WRITE_TIMEOUT)
+
+    async def _apply(self, conn: Any, request: PushRequest, retry: bool) -> dict[str, Any]:
+        r = self.r
+        table = r.db(request.database).table(request.table)
+        op, key, docs = request.op, request.key, request.documents
+        if op == "insert":
+            if not retry:
+                return await table.insert(r.expr(docs, EXPR_DEPTH)).run(conn)
+            # A document equal to ours is our own earlier attempt: unchanged.
+            # Anything else under that key is a real duplicate, as on the first try.
+            return await table.insert(
+                r.expr(docs, EXPR_DEPTH),
+                conflict=lambda key_, old, new: r.branch(
+                    old.eq(new),
+                    old,
+                    r.error("Duplicate primary key: another document has this key"),
+                ),
+            ).run(conn)
+        if op == "upsert":
+            return await table.insert(r.expr(docs, EXPR_DEPTH), conflict="update").run(conn)
+        if op == "delete" and key is not None:
+            return await table.get(key).delete().run(conn)
+        pk = await self.tables.primary_key(conn, request.database, request.table)
+        if op == "delete":
+            keys = [doc.get(pk) if isinstance(doc, dict) else doc for doc in docs]
+            if any(k is None for k in keys):
+                raise PushError(f"delete: every document needs its primary key `{pk}`")
+            return await table.get_all(*keys).delete().run(conn)
+        if key is not None:
+            doc = dict(request.data)
+            if pk in doc and doc[pk] != key:
+                raise PushError(f"{op}: the document's `{pk}` differs from key {key!r}")
+            doc[pk] = key
+            query = table.get(key)
+            if op == "update":
+                return await query.update(r.expr(doc, EXPR_DEPTH)).run(conn)
+            return await query.replace(r.expr(doc, EXPR_DEPTH)).run(conn)
+        missing = [i for i, doc in enumerate(docs) if pk not in doc]
+        if missing:
+            raise PushError(
+                f"{op}: document {missing[0]} has no primary key `{pk}` and no key given"
+            )
+        if op == "replace":
+            return await table.insert(r.expr(docs, EXPR_DEPTH), conflict="replace").run(conn)
+        total: dict[str, Any] = {}
+        for doc in docs:  # update of several documents, each by its own key
+            result = await table.get(doc[pk]).update(r.expr(doc, EXPR_DEPTH)).run(conn)
+            for name in COUNTS:
+                total[name] = total.get(name, 0) + result.get(name, 0)
+            if result.get("first_error") and "first_error" not in total:
+                total["first_error"] = result["first_error"]
+        return total
+
+
+def _result(request: PushRequest, counts: dict[str, Any], generated: list[Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "type": RESULT_TYPE,
+        "id": request.id,
+        "ok": not counts.get("errors"),
+        "generated_keys": generated,
+    }
+    for name in COUNTS:
+        result[name] = counts.get(name, 0)
+    if counts.get("errors"):
+        result["error"] = counts.get("first_error", "write failed")
+    return result

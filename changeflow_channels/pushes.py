@@ -1,0 +1,199 @@
+"""Push messages: what a ``changeflow.push`` may contain, checked before any write.
+
+Shared by the senders (``push_to_flow``, the websocket consumer) and the worker,
+so a bad push is refused with the same clear message wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .jsonsafe import is_unicode
+from .names import InvalidName, stream_name
+
+PUSH_TYPE = "changeflow.push"
+# In-process only: the worker's shutdown marker in the push consumer's queue.
+DRAIN_TYPE = "changeflow.drain"
+RESULT_TYPE = "changeflow.push.result"
+OPS = ("insert", "upsert", "update", "replace", "delete")
+# The driver refuses deeper documents ("Nesting depth limit exceeded"); we say so first.
+MAX_DEPTH = 20
+REQL_TYPE_KEY = "$reql_type$"
+
+
+class PushError(ValueError):
+    """A push that cannot be written; the message says why."""
+
+
+class PushTooLarge(PushError):
+    """A document (or list of them) over CHANGEFLOW_MAX_DOCUMENT_BYTES."""
+
+
+def check_size(data: Any, limit: int) -> None:
+    """Refuse data whose JSON is larger than ``limit`` bytes."""
+    size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > limit:
+        raise PushTooLarge(f"data is {size} bytes of JSON; at most {limit} are accepted")
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    database: str
+    table: str
+    data: Any
+    op: str = "insert"
+    key: Any = None
+    reply_channel: str | None = None
+    id: Any = None
+
+    @property
+    def stream(self) -> str:
+        return f"{self.database}.{self.table}"
+
+    @property
+    def documents(self) -> list[Any]:
+        """``data`` as a list (a single document becomes a list of one)."""
+        if self.data is None:
+            return []
+        return self.data if isinstance(self.data, list) else [self.data]
+
+
+def check_json(value: Any, path: str = "data", depth: int = 0) -> None:
+    """Refuse anything that is not plain JSON (and ReQL pseudo-types smuggled in)."""
+    if depth > MAX_DEPTH:
+        raise PushError(f"{path} is nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
+        return
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        raise PushError(
+            f"{path} is an integer beyond 64 bits, which the channel layer cannot carry"
+        )
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PushError(f"{path} is {value}, which JSON cannot carry")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            check_json(item, f"{path}[{index}]", depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise PushError(f"{path} has a non-string key {key!r}")
+            _check_text(key, f"a key of {path}")
+            if key == REQL_TYPE_KEY:
+                raise PushError(f"{path} uses the reserved key {REQL_TYPE_KEY!r}")
+            check_json(item, f"{path}.{key}", depth + 1)
+        return
+    raise PushError(f"{path} is a {type(value).__name__}, which is not JSON")
+
+
+def _check_text(text: str, path: str) -> None:
+    if not is_unicode(text):
+        raise PushError(f"{path} is not valid Unicode text (a lone surrogate)")
+
+
+def _check_key(key: Any) -> None:
+    if isinstance(key, bool) or not isinstance(key, str | int | float | list):
+        raise PushError(f"key must be a string, a number or an array, not {key!r}")
+    check_json(key, "key")
+
+
+def _check_documents(data: Any, op: str) -> None:
+    if isinstance(data, dict):
+        return
+    if isinstance(data, list):
+        if not data:
+            raise PushError(f"{op} needs at least one document; data is an empty list")
+        for index, document in enumerate(data):
+            if not isinstance(document, dict):
+                raise PushError(
+                    f"data[{index}] must be an object (a document), not {type(document).__name__}"
+                )
+        return
+    raise PushError(f"data must be an object or a list of objects, not {type(data).__name__}")
+
+
+def parse_push(message: Any) -> PushRequest:
+    """Validate a push message and return it as a ``PushRequest``."""
+    if not isinstance(message, dict):
+        raise PushError(f"a push must be a dict, not {type(message).__name__}")
+    try:
+        stream_name(message.get("database"), message.get("table"))
+    except InvalidName as error:
+        raise PushError(str(error)) from None
+    op = message.get("op") or "insert"
+    if op not in OPS:
+        raise PushError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
+    reply_channel = message.get("reply_channel")
+    if reply_channel is not None and (not isinstance(reply_channel, str) or not reply_channel):
+        raise PushError("reply_channel must be a channel name")
+    key = message.get("key")
+    data = message.get("data")
+    check_json(data)
+    check_json(message.get("id"), "id")
+    if key is not None:
+        _check_key(key)
+    if op in ("insert", "upsert"):
+        _check_documents(data, op)
+    elif op in ("update", "replace"):
+        if key is not None:
+            if not isinstance(data, dict):
+                raise PushError(f"{op} with a key needs one document (an object) as data")
+        elif data is None:
+            raise PushError(f"{op} needs a key, or documents that carry their primary key")
+        else:
+            _check_documents(data, op)
+    elif key is None:  # delete
+        if data is None:
+            raise PushError("delete needs a key, or documents (or keys) to delete")
+        if not isinstance(data, dict | list) or data == []:
+            raise PushError("delete data must be a document or a list of documents or keys")
+    return PushRequest(
+        database=message["database"],
+        table=message["table"],
+        data=data,
+        op=op,
+        key=key,
+        reply_channel=reply_channel,
+        id=message.get("id"),
+    )
+
+
+def build_push(
+    database: str,
+    table: str,
+    data: Any,
+    *,
+    op: str = "insert",
+    key: Any = None,
+    reply_channel: str | None = None,
+    id: Any = None,
+) -> dict[str, Any]:
+    """The ``changeflow.push`` message, validated (raises ``PushError``)."""
+    message: dict[str, Any] = {
+        "type": PUSH_TYPE,
+        "database": database,
+        "table": table,
+        "data": data,
+    }
+    if op != "insert":
+        message["op"] = op
+    if key is not None:
+        message["key"] = key
+    if reply_channel is not None:
+        message["reply_channel"] = reply_channel
+    if id is not None:
+        message["id"] = id
+    parse_push(message)
+    return message
+
+
+def error_result(request_id: Any, error: str) -> dict[str, Any]:
+    return {"type": RESULT_TYPE, "id": request_id, "ok": False, "error": error}

@@ -1,0 +1,71 @@
+"""What the worker remembers of a followed table: its recent changes and, while the
+table is small enough, its current documents.
+
+Both are updated by the feed between two reads of the changefeed, so a sync
+answer built from them without awaiting anything is exact at one ``(epoch, seq)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+
+def document_key(document: dict[str, Any], primary_key: str) -> str:
+    return json.dumps(document.get(primary_key), sort_keys=True)
+
+
+class TableState:
+    """The position ``(epoch, seq)``, the last ``history_size`` change messages, and a
+    mirror of the documents (``None`` for a table larger than ``snapshot_limit``)."""
+
+    def __init__(self, primary_key: str, history_size: int, snapshot_limit: int) -> None:
+        self.primary_key = primary_key
+        self.snapshot_limit = snapshot_limit
+        self.epoch: str | None = None
+        self.seq = 0
+        self.history: deque[dict[str, Any]] = deque(maxlen=max(history_size, 0))
+        self.mirror: dict[str, dict[str, Any]] | None = None
+
+    def reset(self, epoch: str, *, mirrored: bool) -> None:
+        """A new epoch: the old changes and documents no longer describe it."""
+        self.epoch = epoch
+        self.seq = 0
+        self.history.clear()
+        self.mirror = {} if mirrored else None
+
+    def load(self, document: dict[str, Any]) -> None:
+        """A document that was there when the feed opened (not a change)."""
+        self._put(document)
+
+    def record(self, message: dict[str, Any]) -> None:
+        """One change message, numbered by the feed."""
+        self.seq = message["seq"]
+        self.history.append(message)
+        change = message["change"]
+        if change["type"] == "remove":
+            if self.mirror is not None and change["old_val"] is not None:
+                self.mirror.pop(document_key(change["old_val"], self.primary_key), None)
+        elif change["new_val"] is not None:
+            self._put(change["new_val"])
+
+    def _put(self, document: dict[str, Any]) -> None:
+        if self.mirror is None:
+            return
+        self.mirror[document_key(document, self.primary_key)] = document
+        if len(self.mirror) > self.snapshot_limit:
+            self.mirror = None  # grown past the limit: snapshots are read from RethinkDB now
+
+    def changes_since(self, seq: int) -> list[dict[str, Any]] | None:
+        """The changes after ``seq`` of this epoch, or None when the history no longer has them."""
+        if seq == self.seq:
+            return []
+        if seq > self.seq:
+            return None
+        if not self.history or self.history[0]["seq"] > seq + 1:
+            return None
+        return [message for message in self.history if message["seq"] > seq]
+
+    def documents(self) -> list[dict[str, Any]] | None:
+        return None if self.mirror is None else list(self.mirror.values())

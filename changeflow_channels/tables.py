@@ -1,0 +1,137 @@
+"""Creating databases and tables (with their configured keys and indexes), knowing primary keys."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rethinkdb import RethinkDB
+from rethinkdb.errors import ReqlOpFailedError
+
+from .table_config import IndexSpec, TableConfig, TablesConfig
+
+logger = logging.getLogger("changeflow_channels")
+
+
+def is_missing_error(error: Exception) -> bool:
+    """``Database `x` does not exist.`` / ``Table `x.y` does not exist.``"""
+    return isinstance(error, ReqlOpFailedError) and "does not exist" in str(error)
+
+
+def is_exists_error(error: Exception) -> bool:
+    return isinstance(error, ReqlOpFailedError) and "already exists" in str(error)
+
+
+async def create_table(
+    r: RethinkDB, conn: Any, database: str, table: str, primary_key: str = "id"
+) -> None:
+    """Create the database and the table unless they exist; wait until the table is ready.
+
+    Two workers (or two pushes) may race to create the same table: "already
+    exists" is success here, and ``wait()`` makes sure the table is ready
+    before anyone writes to it or opens its changefeed.
+    """
+    try:
+        await r.db_create(database).run(conn)
+        logger.info("created database %s", database)
+    except ReqlOpFailedError as error:
+        if not is_exists_error(error):
+            raise
+    options = {} if primary_key == "id" else {"primary_key": primary_key}
+    try:
+        await r.db(database).table_create(table, **options).run(conn)
+        logger.info("created table %s.%s (primary key %s)", database, table, primary_key)
+    except ReqlOpFailedError as error:
+        if not is_exists_error(error):
+            raise
+    await r.db(database).table(table).wait().run(conn)
+
+
+def index_create_query(r: RethinkDB, table: Any, index: IndexSpec) -> Any:
+    """``index_create`` for a simple index (on the field of its name) or a compound one."""
+    if not index.compound:
+        return table.index_create(index.name)
+    fields = index.fields
+    return table.index_create(index.name, lambda doc: [doc[name] for name in fields])
+
+
+async def create_indexes(r: RethinkDB, conn: Any, config: TableConfig) -> list[str] | None:
+    """Create the configured indexes the table lacks (an existing one is left alone).
+
+    Returns the configured index names (to wait for), or None, with an error
+    logged, when the table's real primary key is not the configured one: such
+    a table is not touched.
+    """
+    table = r.db(config.database).table(config.table)
+    actual = (await table.config().run(conn))["primary_key"]
+    if actual != config.primary_key:
+        logger.error(
+            "table %s has primary key %r, but CHANGEFLOW_TABLES says %r: left as it is "
+            "(a primary key cannot be changed; copy the data into a new table to change it)",
+            config.stream,
+            actual,
+            config.primary_key,
+        )
+        return None
+    existing = set(await table.index_list().run(conn))
+    for index in config.indexes:
+        if index.name in existing:
+            continue
+        try:
+            await index_create_query(r, table, index).run(conn)
+            logger.info("created index %s on %s", index.name, config.stream)
+        except ReqlOpFailedError as error:
+            if not is_exists_error(error):
+                raise
+    return [index.name for index in config.indexes]
+
+
+async def wait_indexes(r: RethinkDB, conn: Any, config: TableConfig, names: list[str]) -> None:
+    """Until the indexes ``names`` of the table are built."""
+    if names:
+        await r.db(config.database).table(config.table).index_wait(*names).run(conn)
+
+
+class TableRegistry:
+    """Creates missing databases and tables and caches primary keys.
+
+    A table listed in ``CHANGEFLOW_TABLES`` is created with its primary key and
+    indexes; any other with RethinkDB's defaults.
+    """
+
+    def __init__(self, r: RethinkDB, configs: TablesConfig | None = None) -> None:
+        self.r = r
+        self.configs: TablesConfig = configs or {}
+        self._primary_keys: dict[tuple[str, str], str] = {}
+
+    async def ensure(self, conn: Any, database: str, table: str) -> None:
+        config = self.configs.get((database, table))
+        if config is None:
+            await create_table(self.r, conn, database, table)
+            return
+        await create_table(self.r, conn, database, table, config.primary_key)
+        names = await create_indexes(self.r, conn, config)
+        if names is not None:
+            await wait_indexes(self.r, conn, config, names)
+
+    async def primary_key(self, conn: Any, database: str, table: str) -> str:
+        key = (database, table)
+        if key not in self._primary_keys:
+            config = await self.r.db(database).table(table).config().run(conn)
+            self._primary_keys[key] = config["primary_key"]
+        return self._primary_keys[key]
+
+    def known_primary_key(self, database: str, table: str) -> str | None:
+        """The primary key if known already (from discovery, an earlier lookup or the settings)."""
+        key = (database, table)
+        if key in self._primary_keys:
+            return self._primary_keys[key]
+        config = self.configs.get(key)
+        return config.primary_key if config is not None else None
+
+    def remember(self, database: str, table: str, primary_key: str) -> None:
+        """Learn a table's primary key (from ``rethinkdb.table_config``)."""
+        self._primary_keys[(database, table)] = primary_key
+
+    def forget(self, database: str, table: str) -> None:
+        self._primary_keys.pop((database, table), None)

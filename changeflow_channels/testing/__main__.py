@@ -1,0 +1,3 @@
+from .reql_server import main
+
+main()

@@ -1,0 +1,407 @@
+"""Term handlers on objects and arrays: field access, pluck/without/merge,
+has_fields, keys, and the array operations (append, contains, set_* ...).
+
+Object operations also apply element-wise to sequences and to changefeeds
+(``changes()['new_val']``, ``changes().pluck(...)``): see :func:`lift`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .reql_datum import PTYPE, pretty, reql_eq, sort_key, type_name
+from .reql_errors import ReqlNonExistenceError, ReqlQueryLogicError
+from .reql_eval import (
+    Ctx,
+    Func,
+    SingleSel,
+    Stream,
+    T,
+    as_array,
+    as_int,
+    as_obj,
+    as_str,
+    expect,
+    handler,
+)
+from .reql_feeds import ChangeFeed
+
+
+@dataclass
+class Literal:
+    """``r.literal(value)`` inside a merge/update: replace instead of merging."""
+
+    value: Any = None
+    present: bool = False
+
+
+# -- applying a per-document operation to any receiver ---------------------------------
+
+
+def lift(ctx: Ctx, target: Any, fn: Callable[[Any], Any], *, keep: bool = False) -> Any:
+    """Apply ``fn`` to one object, or to each element of an array, stream or feed.
+
+    With ``keep`` the operation filters (``fn`` returns True/False) and the result
+    stays a selection of the same table; otherwise it maps. Feed steps are kept so
+    that ``table.pluck(...).changes()`` still works.
+    """
+    if isinstance(target, ChangeFeed):
+        target.post.append((lambda item: item if fn(item) else None) if keep else fn)
+        return target
+    if isinstance(target, Stream):
+        if keep:
+
+            def step(doc: Any) -> Any:
+                return doc if fn(doc) else None
+        else:
+            step = fn
+        source = target
+
+        def produce() -> list:
+            out = []
+            for doc in source.items():
+                value = step(doc)
+                if value is not None or not keep:
+                    out.append(value)
+            return out
+
+        return Stream(
+            produce,
+            table=target.table,
+            writable=keep and target.writable,
+            steps=None if target.steps is None else [*target.steps, step],
+            kind=_selection_kind(target.kind) if keep else "STREAM",
+        )
+    if isinstance(target, list):
+        if keep:
+            return [doc for doc in target if fn(doc)]
+        return [fn(doc) for doc in target]
+    if isinstance(target, SingleSel):
+        target = target.doc
+    return fn(target)
+
+
+def _selection_kind(kind: str) -> str:
+    return "SELECTION<STREAM>" if kind == "TABLE" else kind
+
+
+def field_of(value: Any, name: str) -> Any:
+    if not isinstance(value, dict):
+        raise ReqlNonExistenceError(
+            f"Cannot perform get_field on a non-object non-sequence `{pretty(value)}`."
+        )
+    try:
+        return value[name]
+    except KeyError:
+        raise ReqlNonExistenceError(f"No attribute `{name}` in object:\n{pretty(value)}") from None
+
+
+def _get_field(ctx: Ctx, target: Any, name: str) -> Any:
+    if isinstance(target, (list, Stream)):
+        # On a sequence: the field of each element that has it.
+        def pick() -> list:
+            return [d[name] for d in as_array(target) if isinstance(d, dict) and name in d]
+
+        return pick() if isinstance(target, list) else Stream(pick)
+    if isinstance(target, ChangeFeed):
+        return lift(ctx, target, lambda item: field_of(item, name))
+    if isinstance(target, SingleSel):
+        target = target.doc
+    return field_of(target, name)
+
+
+@handler(T.GET_FIELD, 2)
+def get_field(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    return _get_field(ctx, args[0], as_str(args[1]))
+
+
+@handler(T.BRACKET, 2)
+def bracket(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    target, key = args
+    if isinstance(key, (int, float)) and not isinstance(key, bool):
+        from .reql_ops_seq import nth_of
+
+        return nth_of(ctx, target, as_int(key))
+    if not isinstance(key, str):
+        raise ReqlQueryLogicError(
+            f"Expected NUMBER or STRING as second argument to `bracket` but found {type_name(key)}."
+        )
+    return _get_field(ctx, target, key)
+
+
+# -- pluck / without / has_fields --------------------------------------------------------
+
+
+def selector_tree(args: list) -> dict[str, Any]:
+    """``'a', ['b', 'c'], {'d': ['e']}`` -> ``{'a': True, 'b': True, 'c': True, 'd': {'e': True}}``."""
+    tree: dict[str, Any] = {}
+    for arg in args:
+        if isinstance(arg, str):
+            tree[arg] = True
+        elif isinstance(arg, list):
+            tree.update(selector_tree(arg))
+        elif isinstance(arg, dict):
+            for key, sub in arg.items():
+                tree[key] = True if sub is True else selector_tree([sub])
+        else:
+            raise ReqlQueryLogicError(f"Invalid path argument `{pretty(arg)}`.")
+    return tree
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, dict) and PTYPE not in value
+
+
+def pluck(doc: Any, tree: dict[str, Any]) -> Any:
+    obj = as_obj(doc)
+    out = {}
+    for key, sub in tree.items():
+        if key not in obj:
+            continue
+        value = obj[key]
+        if sub is True:
+            out[key] = value
+        elif _is_plain(value):
+            out[key] = pluck(value, sub)
+        elif isinstance(value, list):
+            out[key] = [pluck(v, sub) for v in value if _is_plain(v)]
+    return out
+
+
+def without(doc: Any, tree: dict[str, Any]) -> Any:
+    out = dict(as_obj(doc))
+    for key, sub in tree.items():
+        if key not in out:
+            continue
+        if sub is True:
+            del out[key]
+        elif _is_plain(out[key]):
+            out[key] = without(out[key], sub)
+        elif isinstance(out[key], list):
+            out[key] = [without(v, sub) if _is_plain(v) else v for v in out[key]]
+    return out
+
+
+def has_fields(doc: Any, tree: dict[str, Any]) -> bool:
+    if not isinstance(doc, dict):
+        return False
+    for key, sub in tree.items():
+        value = doc.get(key)
+        if value is None:
+            return False
+        if sub is not True and not has_fields(value, sub):
+            return False
+    return True
+
+
+@handler(T.PLUCK, 1, None)
+def pluck_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    tree = selector_tree([ctx.datum(a) for a in args[1:]])
+    return lift(ctx, args[0], lambda doc: pluck(doc, tree))
+
+
+@handler(T.WITHOUT, 1, None)
+def without_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    tree = selector_tree([ctx.datum(a) for a in args[1:]])
+    return lift(ctx, args[0], lambda doc: without(doc, tree))
+
+
+@handler(T.HAS_FIELDS, 1, None)
+def has_fields_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    tree = selector_tree([ctx.datum(a) for a in args[1:]])
+    target = args[0]
+    if isinstance(target, (dict, SingleSel)):
+        return has_fields(as_obj(target), tree)
+    return lift(ctx, target, lambda doc: has_fields(doc, tree), keep=True)
+
+
+@handler(T.WITH_FIELDS, 1, None)
+def with_fields(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    tree = selector_tree([ctx.datum(a) for a in args[1:]])
+    kept = lift(ctx, args[0], lambda doc: has_fields(doc, tree), keep=True)
+    return lift(ctx, kept, lambda doc: pluck(doc, tree))
+
+
+# -- merge ----------------------------------------------------------------------------
+
+
+def strip_literals(value: Any) -> Any:
+    if isinstance(value, Literal):
+        return strip_literals(value.value)
+    if isinstance(value, dict):
+        return {k: strip_literals(v) for k, v in value.items() if not _empty_literal(v)}
+    if isinstance(value, list):
+        return [strip_literals(v) for v in value]
+    return value
+
+
+def _empty_literal(value: Any) -> bool:
+    return isinstance(value, Literal) and not value.present
+
+
+def deep_merge(left: Any, right: Any) -> Any:
+    """``left.merge(right)``: nested objects merge, anything else replaces."""
+    if isinstance(right, Literal):
+        return strip_literals(right.value)
+    if not (_is_plain(left) and _is_plain(right)):
+        return strip_literals(right)
+    out = dict(left)
+    for key, value in right.items():
+        if _empty_literal(value):
+            out.pop(key, None)
+        elif key in out:
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = strip_literals(value)
+    return out
+
+
+@handler(T.MERGE, 1, None)
+def merge(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    others = args[1:]
+
+    def apply(doc: Any) -> Any:
+        result = as_obj(doc)
+        for other in others:
+            value = other(result) if isinstance(other, Func) else ctx.datum(other)
+            result = deep_merge(result, value)
+        return result
+
+    return lift(ctx, args[0], apply)
+
+
+@handler(T.LITERAL, 0, 1)
+def literal(ctx: Ctx, args: list, opts: dict, scope: dict) -> Literal:
+    return Literal(ctx.datum(args[0]), True) if args else Literal()
+
+
+# -- objects --------------------------------------------------------------------------
+
+
+@handler(T.KEYS, 1)
+def keys(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    return sorted(as_obj(args[0]))
+
+
+@handler(T.VALUES, 1)
+def values(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    obj = as_obj(args[0])
+    return [obj[k] for k in sorted(obj)]
+
+
+@handler(T.OBJECT, 0, None)
+def object_(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
+    if len(args) % 2:
+        raise ReqlQueryLogicError(
+            f"OBJECT expects an even number of arguments (but found {len(args)})."
+        )
+    values = [ctx.datum(a) for a in args]
+    return {as_str(values[i]): values[i + 1] for i in range(0, len(values), 2)}
+
+
+# -- arrays ---------------------------------------------------------------------------
+
+
+def _array(ctx: Ctx, value: Any) -> list:
+    value = ctx.datum(value)
+    if not isinstance(value, list):
+        expect(value, "ARRAY")
+    return value
+
+
+@handler(T.APPEND, 2)
+def append(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    return [*_array(ctx, args[0]), ctx.datum(args[1])]
+
+
+@handler(T.PREPEND, 2)
+def prepend(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    return [ctx.datum(args[1]), *_array(ctx, args[0])]
+
+
+@handler(T.DIFFERENCE, 2)
+def difference(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    drop = {sort_key(v) for v in _array(ctx, args[1])}
+    return [v for v in _array(ctx, args[0]) if sort_key(v) not in drop]
+
+
+def _distinct(items: list) -> list:
+    seen: dict[tuple, Any] = {}
+    for item in items:
+        seen.setdefault(sort_key(item), item)
+    return list(seen.values())
+
+
+@handler(T.SET_INSERT, 2)
+def set_insert(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    return _distinct([*_array(ctx, args[0]), ctx.datum(args[1])])
+
+
+@handler(T.SET_UNION, 2)
+def set_union(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    return _distinct(_array(ctx, args[0]) + _array(ctx, args[1]))
+
+
+@handler(T.SET_INTERSECTION, 2)
+def set_intersection(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    keep = {sort_key(v) for v in _array(ctx, args[1])}
+    return [v for v in _distinct(_array(ctx, args[0])) if sort_key(v) in keep]
+
+
+@handler(T.SET_DIFFERENCE, 2)
+def set_difference(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    drop = {sort_key(v) for v in _array(ctx, args[1])}
+    return [v for v in _distinct(_array(ctx, args[0])) if sort_key(v) not in drop]
+
+
+def _index(i: int, size: int, inclusive_end: bool = False) -> int:
+    index = i + size if i < 0 else i
+    if index < 0 or index > size - (0 if inclusive_end else 1):
+        raise ReqlNonExistenceError(f"Index `{i}` out of bounds for array of size: `{size}`.")
+    return index
+
+
+@handler(T.INSERT_AT, 3)
+def insert_at(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    items = list(_array(ctx, args[0]))
+    items.insert(_index(as_int(args[1]), len(items), True), ctx.datum(args[2]))
+    return items
+
+
+@handler(T.DELETE_AT, 2, 3)
+def delete_at(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    items = list(_array(ctx, args[0]))
+    start = _index(as_int(args[1]), len(items))
+    end = _index(as_int(args[2]), len(items), True) if len(args) > 2 else start + 1
+    del items[start:end]
+    return items
+
+
+@handler(T.CHANGE_AT, 3)
+def change_at(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
+    items = list(_array(ctx, args[0]))
+    items[_index(as_int(args[1]), len(items))] = ctx.datum(args[2])
+    return items
+
+
+@handler(T.CONTAINS, 1, None)
+def contains(ctx: Ctx, args: list, opts: dict, scope: dict) -> bool:
+    items = as_array(args[0])
+    for wanted in args[1:]:
+        if isinstance(wanted, Func):
+            found = False
+            for item in items:
+                try:
+                    if wanted(item) not in (None, False):
+                        found = True
+                        break
+                except ReqlNonExistenceError:
+                    continue
+        else:
+            value = ctx.datum(wanted)
+            found = any(reql_eq(item, value) for item in items)
+        if not found:
+            return False
+    return True

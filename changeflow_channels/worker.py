@@ -1,0 +1,201 @@
+"""The ``changeflow`` worker: Channels' ``Worker`` plus the feeds' own start-up.
+
+Channels' worker only creates an application instance when the first message
+arrives on a channel; the feeds must run from the start, so ``handle()`` starts
+the ``Flow`` beside the push listener. The push consumer gets the flow through
+its scope (``scope["changeflow"]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+from channels.layers import get_channel_layer
+from channels.worker import Worker
+
+from .conf import get_settings
+from .flow import READY_TIMEOUT, Flow
+from .hooks import HandlerError, load_handlers
+from .layers import receive_forever
+from .names import InvalidName
+from .pushes import DRAIN_TYPE, error_result
+from .sync import sync_channel
+
+logger = logging.getLogger("changeflow_channels")
+
+# Seconds a receive in flight at shutdown may take to finish.
+RECEIVE_GRACE = 1.0
+# Seconds left to tasks that are still running when the worker exits.
+EXIT_GRACE = 5.0
+
+
+class ChangeflowWorker(Worker):
+    """Receives pushes on one channel and runs the flow until stopped."""
+
+    def __init__(self, application: Any, channel: str, channel_layer: Any, flow: Flow) -> None:
+        self.sync_channel = sync_channel(channel)
+        super().__init__(application, [channel, self.sync_channel], channel_layer)
+        self.channel = channel
+        self.flow = flow
+        self.stopping = asyncio.Event()
+
+    def get_or_create_application_instance(self, scope_id: str, scope: dict[str, Any]) -> Any:
+        return super().get_or_create_application_instance(
+            scope_id, {**scope, "changeflow": self.flow}
+        )
+
+    def run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.serve())
+        finally:
+            # Like asyncio.run(), but a task that ignores cancellation (a lost
+            # cancel inside a library) cannot keep the worker from exiting.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.wait(pending, timeout=EXIT_GRACE))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def serve(self) -> None:
+        """Run until SIGINT/SIGTERM (or ``stopping`` is set), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.stopping.set)
+        await self.arun()
+
+    async def handle(self) -> None:
+        await self.flow.start()
+        # Pushes are taken only once the feeds are open: a push written before
+        # its table's feed is open would never be announced.
+        await self._wait_ready_unless_stopping()
+        # The listeners return once ``stopping`` is set.
+        await asyncio.gather(self.listener(self.channel), self.listener(self.sync_channel))
+        logger.info("changeflow worker stopping")
+        await self._drain_pushes()
+        # The changes of the pushes just written are on their way from
+        # RethinkDB: deliver them before the feeds close.
+        await self.flow.settle()
+        await self._wait_receive_cleanup()
+        await self.flow.stop()
+        logger.info("changeflow worker stopped")
+
+    async def _wait_ready_unless_stopping(self) -> None:
+        ready = asyncio.ensure_future(self.flow.wait_ready())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not ready.done():
+            ready.cancel()
+        elif ready.result():
+            logger.info(
+                "changeflow worker ready: pushes on %r, following %d table(s)",
+                self.channel,
+                len(self.flow.feeds),
+            )
+        else:
+            logger.warning(
+                "changeflow worker started, but the feeds were not all open within %g s",
+                READY_TIMEOUT,
+            )
+
+    async def listener(self, channel: str) -> None:
+        """Receive pushes until stopped; a bad message or a failing layer never stops it."""
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            while not self.stopping.is_set():
+                message = await self._receive_unless_stopping(channel, stop)
+                if message is None:
+                    return
+                if not isinstance(message, dict) or not message.get("type"):
+                    await self._refuse(message, "message has no type; expected 'changeflow.push'")
+                    continue
+                scope = {"type": "channel", "channel": channel}
+                queue = self.get_or_create_application_instance(channel, scope)
+                await queue.put(message)
+        finally:
+            stop.cancel()
+
+    async def _receive_unless_stopping(self, channel: str, stop: asyncio.Future[Any]) -> Any:
+        """The next message, or None once stopping.
+
+        A receive is never cut short while it may be taking a message: a
+        cancelled ``receive()`` can lose the message it was popping from Redis.
+        On stop, an in-flight receive gets ``RECEIVE_GRACE`` seconds to finish;
+        only an idle one (nothing to pop) is cancelled.
+        """
+        receiving = asyncio.ensure_future(receive_forever(self.channel_layer, channel))
+        await asyncio.wait([receiving, stop], return_when=asyncio.FIRST_COMPLETED)
+        if not receiving.done():
+            await asyncio.wait([receiving], timeout=RECEIVE_GRACE)
+        if receiving.done():
+            return receiving.result()
+        receiving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receiving
+        return None
+
+    async def _wait_receive_cleanup(self) -> None:
+        """channels_redis removes received messages from its backup queue in
+        background tasks; cancelled, they would hand the messages out again."""
+        wait_received = getattr(self.channel_layer, "wait_received", None)
+        if wait_received is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(wait_received(), 5)
+
+    async def _drain_pushes(self) -> None:
+        """Wait until every push already received has been written and answered."""
+        details = self.application_instances.get(self.channel)
+        if details is None or details["future"].done():
+            return
+        drained = asyncio.get_running_loop().create_future()
+        await details["input_queue"].put({"type": DRAIN_TYPE, "future": drained})
+        try:
+            await asyncio.wait_for(drained, self.flow.settings.push_timeout + 5)
+        except asyncio.TimeoutError:
+            logger.error("pushes still being written at shutdown; gave up waiting")
+
+    async def _refuse(self, message: Any, error: str) -> None:
+        logger.error("refused a message on %r: %s", self.channel, error)
+        reply = message.get("reply_channel") if isinstance(message, dict) else None
+        if isinstance(reply, str) and reply:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.send(reply, error_result(message.get("id"), error))
+
+
+class WorkerConfigError(Exception):
+    """The worker cannot start with these settings; the message says why."""
+
+
+def create_worker(
+    *, watch: list[str] | None = None, verbose: bool | None = None, layer: str = "default"
+) -> ChangeflowWorker:
+    """A worker built from the settings (what ``manage.py changeflow`` runs)."""
+    from .routing import channel_application  # routing imports the consumers
+
+    settings = get_settings()
+    channel_layer = get_channel_layer(layer)
+    if channel_layer is None:
+        raise WorkerConfigError("No channel layer is configured (CHANNEL_LAYERS).")
+    try:
+        handlers = load_handlers(settings.handlers, os.environ.get("DJANGO_SETTINGS_MODULE"))
+        flow = Flow(settings, channel_layer, handlers, watch=watch, verbose=verbose)
+    except (HandlerError, InvalidName, ValueError) as error:
+        raise WorkerConfigError(str(error)) from error
+    logger.info(
+        "changeflow worker starting: RethinkDB %s:%d, pushes on %r, watching %s, %d handler(s)",
+        flow.address.host,
+        flow.address.port,
+        settings.channel,
+        ", ".join(flow.patterns.patterns),
+        len(handlers),
+    )
+    return ChangeflowWorker(channel_application(), settings.channel, channel_layer, flow)

@@ -1,0 +1,65 @@
+"""Helpers for end-to-end tests: a browser-protocol websocket client, waits with timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from channels_redis.core import RedisChannelLayer
+
+
+class WsClient:
+    """A websocket client speaking the browser protocol, with waits that time out."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._next_id = 0
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.connection.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+
+    async def request(self, action: str, stream: str, **fields: Any) -> dict[str, Any]:
+        """Send an action with a fresh id; return the answer carrying that id."""
+        self._next_id += 1
+        request_id = self._next_id
+        await self.send({"action": action, "stream": stream, "id": request_id, **fields})
+        return await self.wait_for(lambda frame: frame.get("id") == request_id)
+
+    async def subscribe(self, stream: str) -> None:
+        answer = await self.request("subscribe", stream)
+        assert answer["event"] == "subscribed", answer
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """The first frame (batches unpacked) matching ``predicate``; others are dropped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("no matching frame")
+            frame = await self.recv(remaining)
+            for event in frame["events"] if frame.get("event") == "batch" else [frame]:
+                if predicate(event):
+                    return event
+
+    async def changes(self, stream: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The next ``count`` change events of ``stream``."""
+        found = []
+        while len(found) < count:
+            found.append(
+                await self.wait_for(
+                    lambda f: f.get("event") == "change" and f.get("stream") == stream, timeout
+                )
+            )
+        return found
+
+
+async def receive(layer: RedisChannelLayer, channel: str, timeout: float = 10.0) -> dict[str, Any]:
+    return await asyncio.wait_for(layer.receive(channel), timeout)

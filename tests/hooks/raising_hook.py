@@ -1,0 +1,2 @@
+def flow_handlers(database, table, change):
+    raise RuntimeError("this hook always fails")

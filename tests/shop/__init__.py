@@ -1,0 +1,1 @@
+"""A small Django app for the model-flow tests (label ``shop``)."""

@@ -1,0 +1,37 @@
+"""Delivery batching: alone a change goes out as itself; piled up, in batches, in order."""
+
+from __future__ import annotations
+
+from channels.layers import InMemoryChannelLayer
+
+from changeflow_channels.delivery import Delivery
+from changeflow_channels.hooks import HookRunner
+
+
+def message(seq: int) -> dict:
+    return {
+        "type": "changeflow.change",
+        "database": "d",
+        "table": "t",
+        "change": {"type": "add", "old_val": None, "new_val": {"id": seq}},
+        "epoch": "e",
+        "seq": seq,
+    }
+
+
+async def test_a_lone_change_goes_out_alone_and_a_pile_in_ordered_batches():
+    layer = InMemoryChannelLayer(capacity=1000)
+    member = await layer.new_channel()
+    await layer.group_add("d.t", member)
+    delivery = Delivery(layer, HookRunner([], 1.0), verbose=False, batch_size=100)
+    await delivery(message(1))
+    await delivery.drain()
+    assert await layer.receive(member) == message(1)
+    for seq in range(2, 252):  # handed over faster than any send completes
+        await delivery(message(seq))
+    await delivery.drain()
+    received = [await layer.receive(member) for _ in range(3)]
+    assert [m["type"] for m in received] == ["changeflow.batch"] * 3
+    changes = [change for batch in received for change in batch["changes"]]
+    assert [c["seq"] for c in changes] == list(range(2, 252))
+    assert [len(batch["changes"]) for batch in received] == [100, 100, 50]

@@ -1,0 +1,88 @@
+"""The push writer against a ReQL test server, with faults injected at the worst moment."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from changeflow_channels.connection import Reconnecting, new_driver
+from changeflow_channels.push_writer import PushWriter
+from changeflow_channels.pushes import parse_push
+from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
+from changeflow_channels.tables import TableRegistry
+
+
+def make_writer(url: str, deadline: float = 10.0) -> PushWriter:
+    r = new_driver()
+    return PushWriter(Reconnecting(r, parse_rethinkdb_url(url)), TableRegistry(r), deadline)
+
+
+def push(data, **fields):
+    return parse_push({"database": "d", "table": "t", "data": data, **fields})
+
+
+def stored(server) -> list[dict]:
+    async def read() -> list[dict]:
+        return server.server.engine.store.db("d").tables["t"].scan()
+
+    return server.call(read)
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.01)
+
+
+async def test_insert_whose_answer_is_lost_is_retried_without_duplicates(reql_server):
+    writer = make_writer(reql_server.url)
+    assert (await writer.write(push({"n": 0})))["ok"]
+    reql_server.freeze()  # the server still writes, but answers nothing
+    task = asyncio.ensure_future(writer.write(push([{"n": 1}, {"n": 2}])))
+    await wait_until(lambda: len(stored(reql_server)) == 3)
+    reql_server.drop_connections()  # the answer is lost with the connection
+    reql_server.thaw()
+    result = await asyncio.wait_for(task, 15)
+    assert result["ok"] is True, result
+    assert len(result["generated_keys"]) == 2
+    assert result["unchanged"] == 2  # recognised as its own earlier attempt
+    assert sorted(doc["n"] for doc in stored(reql_server)) == [0, 1, 2]
+
+
+async def test_a_real_duplicate_is_still_refused_on_retry(reql_server):
+    writer = make_writer(reql_server.url)
+    assert (await writer.write(push({"id": "k", "v": 1})))["ok"]
+    result = await writer._apply(await writer.connection.get(), push({"id": "k", "v": 2}), True)
+    assert result["errors"] == 1 and "Duplicate primary key" in result["first_error"]
+
+
+async def test_push_is_answered_with_an_error_when_rethinkdb_stays_down(reql_server):
+    writer = make_writer(reql_server.url, deadline=1.0)
+    assert (await writer.write(push({"n": 0})))["ok"]
+    reql_server.call(lambda: reql_server.server.stop())
+    result = await writer.write(push({"n": 1}, id="late"))
+    assert result == {
+        "type": "changeflow.push.result",
+        "id": "late",
+        "ok": False,
+        "error": result["error"],
+    }
+    assert result["error"].startswith("RethinkDB unavailable for 1 s")
+
+
+@pytest.mark.parametrize(
+    ("op", "data", "key", "error"),
+    [
+        ("update", [{"no_key": 1}], None, "has no primary key `id`"),
+        ("replace", {"id": 2}, 1, "differs from key"),
+        ("delete", [{"no_key": 1}], None, "every document needs its primary key"),
+    ],
+)
+async def test_documents_without_their_key_are_refused(reql_server, op, data, key, error):
+    writer = make_writer(reql_server.url)
+    result = await writer.write(push(data, op=op, key=key))
+    assert result["ok"] is False and error in result["error"]
