@@ -43,6 +43,7 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memor
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 STATIC_URL = "/static/"
 USE_TZ = True
+TIME_ZONE = "UTC"  # Django's default is America/Chicago: log times would look odd
 
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
