@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "RECHECK_EVERY": 30.0,
     "SEND_QUEUE": 1000,
     "BATCH_SIZE": 100,
+    "METRICS_PORT": None,
+    "METRICS_PER_TABLE": True,
 }
 
 
@@ -61,6 +63,8 @@ class ChangeflowSettings:
     recheck_every: float
     send_queue: int
     batch_size: int
+    metrics_port: int | None
+    metrics_per_table: bool
 
 
 def get_settings() -> ChangeflowSettings:

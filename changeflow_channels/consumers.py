@@ -13,6 +13,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
+from . import metrics
 from .auth import fresh_user
 from .conf import get_settings
 from .filters import FilterError, parse_filter
@@ -110,6 +111,7 @@ class PushConsumer(ResilientChannelMixin, AsyncConsumer):
             if not future.done():
                 future.set_result(None)
         else:
+            metrics.count_push(None)
             await self._answer(
                 message, error_result(message.get("id"), f"unknown message type {kind!r}")
             )
@@ -140,6 +142,7 @@ class PushConsumer(ResilientChannelMixin, AsyncConsumer):
             request = parse_push(message)
             check_size(request.data, flow.settings.max_document_bytes)
         except PushError as error:
+            metrics.count_push(None)
             await self._answer(message, error_result(message.get("id"), str(error)))
             return
         try:
@@ -147,6 +150,7 @@ class PushConsumer(ResilientChannelMixin, AsyncConsumer):
         except Exception as error:  # a bug of ours must not lose the next pushes, nor the answer
             logger.exception("push to %s failed", request.stream)
             result = error_result(request.id, f"internal error: {error!r}")
+        metrics.count_push(result)
         if result["ok"]:
             if flow.verbose:
                 logger.info(
@@ -214,15 +218,20 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         self.push_bucket = TokenBucket(rate=rate, burst=max(1.0, 2 * rate))
         self.error_bucket = TokenBucket(rate=ERRORS_PER_SECOND, burst=ERROR_BURST)
         self.rechecks = asyncio.ensure_future(self._recheck_forever())
+        metrics.WEBSOCKET_CLIENTS.inc()
         # Frames wait here for the server to take them. A client that cannot keep
         # up fills it and is disconnected, instead of making memory grow.
-        self.outgoing: asyncio.Queue[str] = asyncio.Queue(maxsize=self.settings.send_queue)
+        # (frame, read_at): read_at of a live change frame, for the send lag metric.
+        self.outgoing: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue(
+            maxsize=self.settings.send_queue
+        )
         self.writer = asyncio.ensure_future(self._write_forever())
         self.subscriptions: dict[tuple[str, Any], Subscription] = {}
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "rechecks"):
+            metrics.WEBSOCKET_CLIENTS.dec()
             self.rechecks.cancel()
             self.writer.cancel()
         for key in list(getattr(self, "subscriptions", {})):
@@ -289,7 +298,7 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
                 error_frame(UNAVAILABLE, "the server could not handle this frame", request_id)
             )
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
+    async def send_frame(self, frame: dict[str, Any], read_at: float | None = None) -> None:
         if getattr(self, "closing", False):
             return
         if self.outgoing.full():
@@ -302,14 +311,16 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
                 )
                 await self.close(code=CLOSE_TOO_SLOW)
             return
-        self.outgoing.put_nowait(encode(frame))
+        self.outgoing.put_nowait((encode(frame), read_at))
 
     async def _write_forever(self) -> None:
         while True:
-            text = await self.outgoing.get()
+            text, read_at = await self.outgoing.get()
             if getattr(self, "closing", False):
                 return  # closed: what is still queued is dropped
             await self.send(text_data=text)
+            if read_at is not None:
+                metrics.websocket_sent(read_at)
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
         stream, request_id = frame["stream"], frame.get("id")
@@ -347,6 +358,7 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
             snapshot=bool(frame.get("snapshot")),
         )
         self.subscriptions[key] = sub
+        metrics.SUBSCRIPTIONS.inc()
         await self.send_frame(sub.tag({"event": "subscribed", "stream": stream, "id": request_id}))
         if since is not None:
             sub.epoch, sub.seq = since
@@ -373,6 +385,7 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
     async def _leave(self, key: tuple[str, Any]) -> None:
         sub = self.subscriptions.pop(key, None)
         if sub is not None:
+            metrics.SUBSCRIPTIONS.dec()
             self.forget(sub)
         stream = key[0]
         if self.subscriptions_of(stream):

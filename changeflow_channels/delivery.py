@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from . import metrics
 from .changes import BATCH_TYPE
 from .hooks import HookRunner
 
@@ -60,6 +61,7 @@ class Delivery:
             await asyncio.wait(list(self._senders.values()))
 
     async def _send_all(self, stream: str) -> None:
+        stream_metrics = metrics.for_stream(stream)
         try:
             while self._pending.get(stream):
                 pending = self._pending[stream]
@@ -81,6 +83,7 @@ class Delivery:
                             "changes": batch,
                         },
                     )
+                stream_metrics.sent(batch)
                 for message in batch:
                     if self.verbose:
                         logger.info("%s #%d %s", stream, message["seq"], message["change"]["type"])

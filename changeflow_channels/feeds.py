@@ -11,6 +11,7 @@ from typing import Any
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlOpFailedError
 
+from . import metrics
 from .changes import build_change, change_message
 from .connection import (
     RAW_FORMATS,
@@ -73,6 +74,7 @@ class TableFeed:
         # This epoch's feed said "ready": its initial values are delivered or loaded.
         self.caught_up_event = asyncio.Event()
         self._conn: Any = None
+        self.metrics = metrics.for_stream(self.stream)
 
     @property
     def caught_up(self) -> bool:
@@ -118,6 +120,8 @@ class TableFeed:
             finally:
                 self._conn = None
                 await close_quietly(conn)
+            if not self.stopping:
+                self.metrics.restarts.inc()
             if self.caught_up:
                 # Changes made while the feed was down cannot be replayed by
                 # RethinkDB: the next epoch tells subscribers to start afresh.
@@ -168,6 +172,7 @@ class TableFeed:
             change = build_change(item, initial_as_add=self.announce_initial)
             state = self.state
             message = change_message(self.database, self.table, change, state.epoch, state.seq + 1)
+            self.metrics.read(message)
             state.record(message)
             await self.sink(message)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from rethinkdb.errors import ReqlOpFailedError
 
+from . import metrics
 from .autoclean import AutoClean
 from .conf import ChangeflowSettings
 from .connection import RAW_FORMATS, Reconnecting, new_driver
@@ -211,6 +212,7 @@ class Flow:
 
     def _table_removed(self, database: str, table: str) -> None:
         self.tables.forget(database, table)
+        metrics.forget_stream(f"{database}.{table}")
         entry = self.feeds.pop(f"{database}.{table}", None)
         if entry is not None:
             entry[0].stop()

@@ -16,11 +16,14 @@ import importlib.util
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+
+from . import metrics
 
 logger = logging.getLogger("changeflow_channels")
 
@@ -120,6 +123,7 @@ class HookRunner:
         """Queue a change for every handler; never blocks."""
         for handler, queue in zip(self.handlers, self._queues, strict=True):
             if queue.qsize() >= MAX_PENDING:
+                metrics.for_handler(handler.name).skipped.inc()
                 logger.error(
                     "handler %s is %d changes behind; skipping a change of %s.%s",
                     handler.name,
@@ -146,14 +150,17 @@ class HookRunner:
         self, handler: Handler, queue: asyncio.Queue[tuple[str, str, dict[str, Any]] | None]
     ) -> None:
         call = handler.func
+        handler_metrics = metrics.for_handler(handler.name)
         if not handler.is_async:
             executor = DaemonThreadExecutor()
             call = sync_to_async(handler.func, thread_sensitive=False, executor=executor)  # type: ignore[arg-type]
         while (item := await queue.get()) is not None:
             database, table, change = item
+            started = time.perf_counter()
             try:
                 await asyncio.wait_for(call(database, table, change), self.timeout)
             except asyncio.TimeoutError:
+                handler_metrics.timeouts.inc()
                 logger.error(
                     "handler %s timed out after %g s on a change of %s.%s%s",
                     handler.name,
@@ -163,6 +170,8 @@ class HookRunner:
                     "" if handler.is_async else " (its thread may still be running)",
                 )
             except Exception:
+                handler_metrics.exceptions.inc()
                 logger.exception(
                     "handler %s failed on a change of %s.%s", handler.name, database, table
                 )
+            handler_metrics.duration.observe(time.perf_counter() - started)

@@ -77,7 +77,7 @@ class OrderedDeliveryMixin:
     policy: Any
     user: Any
 
-    send_frame: Callable[[dict[str, Any]], Awaitable[None]]  # the consumer's
+    send_frame: Callable[..., Awaitable[None]]  # the consumer's: (frame, read_at=None)
 
     def subscriptions_of(self, stream: str) -> list[Subscription]:
         return [sub for sub in self.subscriptions.values() if sub.stream == stream]
@@ -124,7 +124,7 @@ class OrderedDeliveryMixin:
             for change in message["changes"]:
                 if sub.seq is None or change["seq"] > sub.seq:
                     sub.epoch, sub.seq = change["epoch"], change["seq"]
-                    await self._emit(sub, change)
+                    await self._emit(sub, change, live=False)
             sub.epoch, sub.seq = message["epoch"], message["seq"]
         else:
             sub.epoch, sub.seq = message["epoch"], message["seq"]
@@ -179,9 +179,10 @@ class OrderedDeliveryMixin:
 
     # -- what the client may see -------------------------------------------------
 
-    async def _emit(self, sub: Subscription, message: dict[str, Any]) -> None:
+    async def _emit(self, sub: Subscription, message: dict[str, Any], *, live: bool = True) -> None:
         """Send one change as this subscription sees it: through the policy's row
-        rule and the subscription's filter (a hidden change sends nothing)."""
+        rule and the subscription's filter (a hidden change sends nothing).
+        Replayed (not ``live``) changes stay out of the send lag metric."""
         change = message["change"]
         if has_row_rule(self.policy):
             change = await apply_row_rule(self.policy, self.user, sub.stream, change)
@@ -193,7 +194,9 @@ class OrderedDeliveryMixin:
             return
         if change is not message["change"]:
             message = {**message, "change": change}
-        await self.send_frame(sub.tag(change_frame(message)))
+        await self.send_frame(
+            sub.tag(change_frame(message)), message.get("read_at") if live else None
+        )
 
     async def _visible_documents(
         self, sub: Subscription, documents: list[dict[str, Any]]

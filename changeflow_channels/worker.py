@@ -18,6 +18,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from channels.worker import Worker
 
+from . import metrics
 from .conf import get_settings
 from .flow import READY_TIMEOUT, Flow
 from .hooks import HandlerError, load_handlers
@@ -165,6 +166,7 @@ class ChangeflowWorker(Worker):
 
     async def _refuse(self, message: Any, error: str) -> None:
         logger.error("refused a message on %r: %s", self.channel, error)
+        metrics.count_push(None)
         reply = message.get("reply_channel") if isinstance(message, dict) else None
         if isinstance(reply, str) and reply:
             with contextlib.suppress(Exception):

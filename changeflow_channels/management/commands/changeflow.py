@@ -18,6 +18,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from changeflow_channels.conf import get_settings
+from changeflow_channels.metrics_http import MetricsServerError, serve_metrics
 from changeflow_channels.worker import WorkerConfigError, create_worker
 
 logger = logging.getLogger("changeflow_channels")
@@ -45,6 +46,20 @@ def configure_logging(verbose: bool) -> None:
         logger.addHandler(handler)
 
 
+def start_metrics(port: int | None, host: str, configured: Any) -> None:
+    """Serve the worker's metrics when a port is given (flag first, then the setting)."""
+    if port is None:
+        port = configured
+    if port is None:
+        return
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise CommandError(f"the metrics port must be a TCP port number, not {port!r}")
+    try:
+        serve_metrics(port, host)
+    except MetricsServerError as error:
+        raise CommandError(str(error)) from error
+
+
 def subcommand(name: str) -> Any:
     return importlib.import_module(f"changeflow_channels.management.subcommands.{name}")
 
@@ -65,6 +80,18 @@ class Command(BaseCommand):
             help='tables to follow instead of CHANGEFLOW_WATCH: "db.table", "db.*" or "*"',
         )
         parser.add_argument("--layer", default="default", help="channel layer alias")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            metavar="PORT",
+            help="serve Prometheus metrics on this port (/metrics); default CHANGEFLOW_METRICS_PORT",
+        )
+        parser.add_argument(
+            "--metrics-host",
+            default="0.0.0.0",
+            metavar="HOST",
+            help="the address the metrics server binds to (default 0.0.0.0)",
+        )
         subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         for name in subcommand_names():
             module = subcommand(name)
@@ -83,4 +110,5 @@ class Command(BaseCommand):
             worker = create_worker(watch=options["watch"], verbose=verbose, layer=options["layer"])
         except WorkerConfigError as error:
             raise CommandError(str(error)) from error
+        start_metrics(options["metrics_port"], options["metrics_host"], settings.metrics_port)
         worker.run()
