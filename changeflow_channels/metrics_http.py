@@ -10,6 +10,7 @@ Each process serves its own figures: Prometheus scrapes every process.
 from __future__ import annotations
 
 import logging
+from wsgiref.simple_server import WSGIServer
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
@@ -30,10 +31,13 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(body, content_type=content_type)
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread (the worker's server)."""
+def serve_metrics(port: int, host: str = "0.0.0.0") -> WSGIServer:
+    """Serve ``/metrics`` on ``host:port`` from a daemon thread (the worker's server).
+
+    prometheus_client's own server: scrapes never wait for the worker's event loop."""
     try:
-        start_http_server(port, addr=host)
+        server, _ = start_http_server(port, addr=host)
     except OSError as error:
         raise MetricsServerError(f"cannot serve metrics on {host}:{port}: {error}") from error
-    logger.info("metrics on http://%s:%d/metrics", host, port)
+    logger.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    return server
