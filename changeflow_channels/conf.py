@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "RECHECK_EVERY": 30.0,
     "SEND_QUEUE": 1000,
     "BATCH_SIZE": 100,
+    "LEASE_TIME": 10.0,
+    "REDIS": None,
     "METRICS_PORT": None,
     "METRICS_PER_TABLE": True,
 }
@@ -63,6 +65,8 @@ class ChangeflowSettings:
     recheck_every: float
     send_queue: int
     batch_size: int
+    lease_time: float
+    redis: str | None
     metrics_port: int | None
     metrics_per_table: bool
 

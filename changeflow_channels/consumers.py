@@ -130,11 +130,12 @@ class PushConsumer(ResilientChannelMixin, AsyncConsumer):
             logger.error("sync request refused: %s", error)
             return
         try:
-            answer = await self.scope["changeflow"].sync(request)
+            answer = await self.scope["changeflow"].sync(request, message)
         except Exception:
             logger.exception("sync request for %s failed", request.stream)
             return  # the consumer's timeout turns this into a resync
-        await self._send_reply(request.reply_channel, answer)
+        if answer is not None:  # None: forwarded to the worker following the table
+            await self._send_reply(request.reply_channel, answer)
 
     async def changeflow_push(self, message: dict[str, Any]) -> None:
         flow = self.scope["changeflow"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from . import metrics
@@ -41,10 +42,22 @@ class Delivery:
         self._senders: dict[str, asyncio.Task[None]] = {}
         self._room = asyncio.Event()
         self._room.set()
+        # Several workers (table_sharing.py): a stream whose lease is no longer
+        # safe is not sent (another worker may follow it by now).
+        self.may_send: Callable[[str], bool] | None = None
 
     @property
     def busy(self) -> bool:
         return bool(self._senders)
+
+    async def drain_stream(self, stream: str) -> None:
+        """Until every change of ``stream`` handed over has been sent."""
+        while stream in self._senders:
+            await asyncio.wait([self._senders[stream]])
+
+    def pending(self, stream: str) -> int:
+        """Changes of ``stream`` read from its feed and not sent yet."""
+        return len(self._pending.get(stream, ()))
 
     async def __call__(self, message: dict[str, Any]) -> None:
         stream = f"{message['database']}.{message['table']}"
@@ -70,19 +83,20 @@ class Delivery:
                     pending[self.batch_size :],
                 )
                 self._room.set()
+                if self.may_send is not None and not self.may_send(stream):
+                    logger.warning("%s: %d change(s) not sent: lease lost", stream, len(batch))
+                    continue
                 first = batch[0]
-                if len(batch) == 1:
-                    await self._group_send(stream, first)
-                else:
-                    await self._group_send(
-                        stream,
-                        {
-                            "type": BATCH_TYPE,
-                            "database": first["database"],
-                            "table": first["table"],
-                            "changes": batch,
-                        },
-                    )
+                message = first
+                if len(batch) > 1:
+                    message = {
+                        "type": BATCH_TYPE,
+                        "database": first["database"],
+                        "table": first["table"],
+                        "changes": batch,
+                    }
+                if not await self._group_send(stream, message):
+                    continue
                 stream_metrics.sent(batch)
                 for message in batch:
                     if self.verbose:
@@ -93,15 +107,19 @@ class Delivery:
             del self._senders[stream]
             self._room.set()
 
-    async def _group_send(self, group: str, message: dict[str, Any]) -> None:
+    async def _group_send(self, group: str, message: dict[str, Any]) -> bool:
+        """Send, retrying while the layer fails; False if the lease was lost meanwhile."""
         delay = 0.1
         while True:
             try:
                 await self.channel_layer.group_send(group, message)
-                return
+                return True
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                if self.may_send is not None and not self.may_send(group):
+                    logger.warning("%s: changes not sent: lease lost (%r)", group, error)
+                    return False
                 logger.warning("channel layer unavailable (%r); retrying in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import socket
+import time
 from typing import Any
 
 from rethinkdb.errors import ReqlOpFailedError
@@ -19,11 +22,13 @@ from .discovery import TableDiscovery
 from .feeds import TableFeed
 from .hooks import Handler, HookRunner
 from .jsonsafe import json_safe
+from .leases import LeaseStore
 from .push_writer import PushWriter
 from .rethinkdb_url import parse_rethinkdb_url
-from .sync import SyncRequest, sync_answer
+from .sync import SyncRequest, sync_answer, sync_channel
 from .table_config import parse_tables
 from .table_setup import TableSetup
+from .table_sharing import TableSharing
 from .tables import TableRegistry
 from .watch import WatchPatterns
 
@@ -49,8 +54,10 @@ class Flow:
         *,
         watch: list[str] | None = None,
         verbose: bool | None = None,
+        leases: LeaseStore | None = None,
     ) -> None:
         self.settings = settings
+        self.channel_layer = channel_layer
         self.verbose = settings.verbose if verbose is None else verbose
         self.r = new_driver()
         self.address = parse_rethinkdb_url(settings.rethinkdb)
@@ -77,6 +84,24 @@ class Flow:
         self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
         self._discovery_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
+        # Several workers: one reader per table, by leases in Redis (None: follow every table).
+        self.watched: dict[str, tuple[str, str, str]] = {}  # stream -> (database, table, key)
+        self.sharing: TableSharing | None = None
+        self.own_sync_channel: str | None = None
+        if leases is not None:
+            self.own_sync_channel = worker_sync_channel(settings.channel, leases.worker_id)
+            info = {
+                "id": leases.worker_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": time.time(),
+                "sync_channel": self.own_sync_channel,
+                "watch": self.patterns.patterns,
+                "lease_time": settings.lease_time,
+            }
+            lease_time = _positive_seconds(settings.lease_time, "CHANGEFLOW_LEASE_TIME")
+            self.sharing = TableSharing(leases, lease_time, self, info)
+            self.delivery.may_send = self.sharing.may_send
 
     async def start(self) -> None:
         """Start in the background: configured tables and indexes (CHANGEFLOW_TABLES),
@@ -89,6 +114,8 @@ class Flow:
         self._background = [setup, clean]
         self._discovery_task = asyncio.ensure_future(self._discover())
         self._discovery_task.add_done_callback(_log_crash("table discovery"))
+        if self.sharing is not None:
+            self.sharing.start(self.discovery.ready)
 
     async def _discover(self) -> None:
         # The configured tables are created with their keys first: discovery
@@ -100,6 +127,8 @@ class Flow:
         """Until the tables are known and their feeds are open."""
         try:
             await asyncio.wait_for(self.discovery.ready.wait(), timeout)
+            if self.sharing is not None:  # the first round of leases, with the tables known
+                await asyncio.wait_for(self.sharing.ready.wait(), timeout)
             feeds = [feed.ready.wait() for feed, _ in self.feeds.values()]
             if feeds:
                 await asyncio.wait_for(asyncio.gather(*feeds), timeout)
@@ -131,10 +160,14 @@ class Flow:
     def _caught_up(self, database: str, table: str) -> bool:
         if not self.patterns.matches(database, table):
             return True
+        if self.sharing is not None and self.sharing.held_elsewhere(f"{database}.{table}"):
+            return True  # another worker announces it
         entry = self.feeds.get(f"{database}.{table}")
         return entry is not None and entry[0].caught_up
 
     async def stop(self) -> None:
+        if self.sharing is not None:
+            self.sharing.acquiring = False  # leases are still renewed until the feeds are closed
         self.setup.stop()
         self.autoclean.stop()
         self.discovery.stop()
@@ -152,11 +185,30 @@ class Flow:
             await asyncio.wait_for(self.delivery.drain(), STOP_TIMEOUT)
         except asyncio.TimeoutError:
             logger.warning("changes still unsent at shutdown (channel layer unavailable?)")
+        if self.sharing is not None:
+            await self.sharing.stop()
         await self.hooks.stop(self.settings.handler_timeout)
         await self._write_connection.close()
 
-    async def sync(self, request: SyncRequest) -> dict[str, Any]:
-        """Answer a consumer's ``changeflow.sync``: missed changes and/or a snapshot."""
+    async def sync(
+        self, request: SyncRequest, message: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Answer a consumer's ``changeflow.sync``: missed changes and/or a snapshot.
+
+        With several workers, a request for a table another worker follows is
+        forwarded to that worker's own sync channel (None is returned: the holder
+        answers); a table nobody follows right now (being taken over) is answered
+        ``unavailable``, and the consumer asks again shortly.
+        """
+        if self.sharing is not None and request.stream in self.watched:
+            if not self.sharing.holds(request.stream):
+                if message is not None and not message.get("forwarded"):
+                    holder = await self.sharing.holder(request.stream)
+                    if holder is not None and holder != self.sharing.worker_id:
+                        channel = worker_sync_channel(self.settings.channel, holder)
+                        await self.channel_layer.send(channel, {**message, "forwarded": True})
+                        return None
+                return _unavailable(request)
         entry = self.feeds.get(request.stream)
         feed = entry[0] if entry is not None else None
         if feed is not None and not feed.caught_up:
@@ -165,9 +217,7 @@ class Flow:
                 await asyncio.wait_for(feed.caught_up_event.wait(), SYNC_WAIT)
         if feed is not None and not feed.caught_up:
             # Still (re)connecting: the consumer asks again a little later.
-            answer = sync_answer(request, None)
-            answer.update(resync="unavailable", changes=None, snapshot=None)
-            return answer
+            return _unavailable(request)
         answer = sync_answer(request, feed.state if feed is not None else None)
         if request.snapshot and answer["snapshot"] is None and answer["resync"] != "unavailable":
             if request.since is None or answer["resync"] is not None:
@@ -195,13 +245,26 @@ class Flow:
         stream = f"{database}.{table}"
         if not self.patterns.matches(database, table) or stream in self.feeds:
             return
+        self.watched[stream] = (database, table, primary_key)
+        if self.sharing is not None:
+            self.sharing.add(stream, appeared)  # followed once (and while) its lease is ours
+            return
+        self.start_feed(stream, appeared)
+
+    # -- FeedControl (table_sharing.py) ------------------------------------------
+
+    def start_feed(self, stream: str, announce_initial: bool) -> None:
+        """Follow a watched table (a new ``TableFeed``: a new epoch)."""
+        if stream in self.feeds or stream not in self.watched:
+            return
+        database, table, primary_key = self.watched[stream]
         feed = TableFeed(
             self.r,
             self.address,
             database,
             table,
-            self.delivery,
-            announce_initial=appeared,
+            self.delivery if self.sharing is None else self._guarded_sink(stream),
+            announce_initial=announce_initial,
             primary_key=primary_key,
             history=self.settings.history,
             snapshot_limit=self.settings.snapshot_limit,
@@ -210,8 +273,54 @@ class Flow:
         task.add_done_callback(lambda done: self._feed_done(stream, done))
         self.feeds[stream] = (feed, task)
 
+    def _guarded_sink(self, stream: str) -> Any:
+        """Delivery, but a feed dropped (lease lost) delivers nothing more, even what
+        it read before its connection closed."""
+
+        async def sink(message: dict[str, Any]) -> None:
+            entry = self.feeds.get(stream)
+            if entry is not None and entry[0].state.epoch == message["epoch"]:
+                await self.delivery(message)
+
+        return sink
+
+    async def stop_feed(self, stream: str) -> None:
+        """Stop following ``stream``; return once the changes it read were sent."""
+        entry = self.feeds.get(stream)
+        if entry is None:
+            return
+        entry[0].stop()
+        await asyncio.wait([entry[1]], timeout=STOP_TIMEOUT)
+        self.feeds.pop(stream, None)
+        await self.delivery.drain_stream(stream)
+        logger.info("stopped following %s", stream)
+
+    def drop_feed(self, stream: str) -> None:
+        """Stop following ``stream`` at once (its lease is lost)."""
+        entry = self.feeds.pop(stream, None)
+        if entry is not None:
+            entry[0].stop()
+            logger.info("stopped following %s (lease lost)", stream)
+
+    def published_state(self) -> dict[str, Any]:
+        """The followed tables' positions and lag, for ``changeflow status``."""
+        now = asyncio.get_running_loop().time()
+        tables = {}
+        for stream, (feed, _) in self.feeds.items():
+            tables[stream] = {
+                "epoch": feed.state.epoch,
+                "seq": feed.state.seq,
+                "caught_up": feed.caught_up,
+                "pending": self.delivery.pending(stream),
+                "last_read_ago": round(now - feed.last_read, 3) if feed.last_read else None,
+            }
+        return tables
+
     def _table_removed(self, database: str, table: str) -> None:
         self.tables.forget(database, table)
+        self.watched.pop(f"{database}.{table}", None)
+        if self.sharing is not None:
+            self.sharing.remove(f"{database}.{table}")
         metrics.forget_stream(f"{database}.{table}")
         entry = self.feeds.pop(f"{database}.{table}", None)
         if entry is not None:
@@ -223,6 +332,17 @@ class Flow:
         if entry is not None and entry[1] is task:
             del self.feeds[stream]
         _log_crash(f"feed of {stream}")(task)
+
+
+def worker_sync_channel(channel: str, worker_id: str) -> str:
+    """A worker's own sync channel: requests forwarded to the holder of a table."""
+    return f"{sync_channel(channel)}.{worker_id}"
+
+
+def _unavailable(request: SyncRequest) -> dict[str, Any]:
+    answer = sync_answer(request, None)
+    answer.update(resync="unavailable", changes=None, snapshot=None)
+    return answer
 
 
 def _positive_seconds(value: Any, name: str) -> float:

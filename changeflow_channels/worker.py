@@ -13,19 +13,22 @@ import contextlib
 import logging
 import os
 import signal
+import uuid
 from typing import Any
 
 from channels.layers import get_channel_layer
 from channels.worker import Worker
 
 from . import metrics
-from .conf import get_settings
+from .conf import ChangeflowSettings, get_settings
 from .flow import READY_TIMEOUT, Flow
 from .hooks import HandlerError, load_handlers
 from .layers import receive_forever
+from .leases import LeaseStore, redis_target
 from .names import InvalidName
 from .pushes import DRAIN_TYPE, error_result
 from .sync import sync_channel
+from .table_sharing import TICKS_PER_LEASE
 
 logger = logging.getLogger("changeflow_channels")
 
@@ -40,7 +43,12 @@ class ChangeflowWorker(Worker):
 
     def __init__(self, application: Any, channel: str, channel_layer: Any, flow: Flow) -> None:
         self.sync_channel = sync_channel(channel)
-        super().__init__(application, [channel, self.sync_channel], channel_layer)
+        # Several workers: sync requests for the tables this one follows, forwarded to it.
+        self.own_sync_channel = flow.own_sync_channel
+        channels = [channel, self.sync_channel]
+        if self.own_sync_channel is not None:
+            channels.append(self.own_sync_channel)
+        super().__init__(application, channels, channel_layer)
         self.channel = channel
         self.flow = flow
         self.stopping = asyncio.Event()
@@ -79,7 +87,10 @@ class ChangeflowWorker(Worker):
         # its table's feed is open would never be announced.
         await self._wait_ready_unless_stopping()
         # The listeners return once ``stopping`` is set.
-        await asyncio.gather(self.listener(self.channel), self.listener(self.sync_channel))
+        listeners = [self.listener(self.channel), self.listener(self.sync_channel)]
+        if self.own_sync_channel is not None:
+            listeners.append(self.listener(self.own_sync_channel, route=self.sync_channel))
+        await asyncio.gather(*listeners)
         logger.info("changeflow worker stopping")
         await self._drain_pushes()
         # The changes of the pushes just written are on their way from
@@ -108,8 +119,10 @@ class ChangeflowWorker(Worker):
                 READY_TIMEOUT,
             )
 
-    async def listener(self, channel: str) -> None:
-        """Receive pushes until stopped; a bad message or a failing layer never stops it."""
+    async def listener(self, channel: str, route: str | None = None) -> None:
+        """Receive pushes until stopped; a bad message or a failing layer never stops it.
+
+        ``route``: the channel whose consumer handles the messages (default ``channel``)."""
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
@@ -119,8 +132,8 @@ class ChangeflowWorker(Worker):
                 if not isinstance(message, dict) or not message.get("type"):
                     await self._refuse(message, "message has no type; expected 'changeflow.push'")
                     continue
-                scope = {"type": "channel", "channel": channel}
-                queue = self.get_or_create_application_instance(channel, scope)
+                scope = {"type": "channel", "channel": route or channel}
+                queue = self.get_or_create_application_instance(route or channel, scope)
                 await queue.put(message)
         finally:
             stop.cancel()
@@ -177,6 +190,20 @@ class WorkerConfigError(Exception):
     """The worker cannot start with these settings; the message says why."""
 
 
+def lease_store(settings: ChangeflowSettings, layer: str) -> LeaseStore | None:
+    """Leases in the channel layer's Redis (or CHANGEFLOW_REDIS); None without Redis."""
+    lease_time = settings.lease_time
+    if isinstance(lease_time, bool) or not isinstance(lease_time, int | float) or lease_time <= 0:
+        raise ValueError(
+            f"CHANGEFLOW_LEASE_TIME must be a positive number of seconds, not {lease_time!r}"
+        )
+    target = redis_target(layer, settings.redis, settings.channel)
+    if target is None:
+        return None
+    worker_id = uuid.uuid4().hex[:12]
+    return LeaseStore(target, worker_id, lease_time, timeout=lease_time / TICKS_PER_LEASE)
+
+
 def create_worker(
     *, watch: list[str] | None = None, verbose: bool | None = None, layer: str = "default"
 ) -> ChangeflowWorker:
@@ -189,9 +216,17 @@ def create_worker(
         raise WorkerConfigError("No channel layer is configured (CHANNEL_LAYERS).")
     try:
         handlers = load_handlers(settings.handlers, os.environ.get("DJANGO_SETTINGS_MODULE"))
-        flow = Flow(settings, channel_layer, handlers, watch=watch, verbose=verbose)
+        leases = lease_store(settings, layer)
+        flow = Flow(settings, channel_layer, handlers, watch=watch, verbose=verbose, leases=leases)
     except (HandlerError, InvalidName, ValueError) as error:
         raise WorkerConfigError(str(error)) from error
+    if leases is not None:
+        logger.info(
+            "changeflow worker %s: sharing tables through leases in %s (lease time %g s)",
+            leases.worker_id,
+            leases.description,
+            settings.lease_time,
+        )
     logger.info(
         "changeflow worker starting: RethinkDB %s:%d, pushes on %r, watching %s, %d handler(s)",
         flow.address.host,

@@ -61,6 +61,8 @@ if os.environ.get("CHANGEFLOW_TEST_SNAPSHOT_LIMIT"):
     CHANGEFLOW_SNAPSHOT_LIMIT = int(os.environ["CHANGEFLOW_TEST_SNAPSHOT_LIMIT"])
 if os.environ.get("CHANGEFLOW_TEST_TABLES"):  # JSON
     CHANGEFLOW_TABLES = json.loads(os.environ["CHANGEFLOW_TEST_TABLES"])
+# Leases (several workers) expire fast in tests: a killed worker's tables move soon.
+CHANGEFLOW_LEASE_TIME = float(os.environ.get("CHANGEFLOW_TEST_LEASE_TIME", "5"))
 if os.environ.get("CHANGEFLOW_TEST_CLEAN_EVERY"):
     CHANGEFLOW_CLEAN_EVERY = float(os.environ["CHANGEFLOW_TEST_CLEAN_EVERY"])
 
