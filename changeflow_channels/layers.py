@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 logger = logging.getLogger("changeflow_channels")
@@ -26,9 +27,14 @@ def _is_idle_timeout(error: BaseException) -> bool:
 
 
 async def receive_forever(
-    channel_layer: Any, channel: str, recovered: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    channel_layer: Any,
+    channel: str,
+    recovered: dict[str, Any] | None = None,
+    receive: Callable[[str], Awaitable[Any]] | None = None,
+) -> Any:
     """``channel_layer.receive(channel)``, retried until a message arrives.
+
+    ``receive``: used instead of the layer's (what it returns is returned).
 
     With ``recovered``: after an outage, that message is returned as soon as the
     layer answers again (a cheap probe), so the caller can rejoin its groups,
@@ -42,7 +48,7 @@ async def receive_forever(
                 await channel_layer.group_discard(PROBE_GROUP, channel)
                 logger.warning("channel layer back for %s", channel)
                 return dict(recovered)
-            return await channel_layer.receive(channel)
+            return await (receive or channel_layer.receive)(channel)
         except asyncio.CancelledError:
             raise
         except Exception as error:

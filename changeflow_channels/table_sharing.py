@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import time
 from typing import Any, Protocol
 
 from . import metrics
@@ -200,6 +201,7 @@ class TableSharing:
         self._round += 1
         sent = self._now()
         self.info["tables"] = self.control.published_state()
+        self.info["at"] = time.time()
         self.live = await self.store.heartbeat(self.info)
         if self.held:
             renewed = await self.store.renew(list(self.held))

@@ -27,6 +27,7 @@ from .layers import receive_forever
 from .leases import LeaseStore, redis_target
 from .names import InvalidName
 from .pushes import DRAIN_TYPE, error_result
+from .shared_receive import exclusive_pop
 from .sync import sync_channel
 from .table_sharing import TICKS_PER_LEASE
 
@@ -52,6 +53,8 @@ class ChangeflowWorker(Worker):
         self.channel = channel
         self.flow = flow
         self.stopping = asyncio.Event()
+        # Several workers read the shared channels: each message must go to one only.
+        self.pop = exclusive_pop(channel_layer) if flow.sharing is not None else None
 
     def get_or_create_application_instance(self, scope_id: str, scope: dict[str, Any]) -> Any:
         return super().get_or_create_application_instance(
@@ -144,8 +147,15 @@ class ChangeflowWorker(Worker):
         A receive is never cut short while it may be taking a message: a
         cancelled ``receive()`` can lose the message it was popping from Redis.
         On stop, an in-flight receive gets ``RECEIVE_GRACE`` seconds to finish;
-        only an idle one (nothing to pop) is cancelled.
+        only an idle one (nothing to pop) is cancelled. Shared channels (several
+        workers) are read in short pops instead, none of them ever cancelled.
         """
+        if self.pop is not None and channel != self.own_sync_channel:
+            while not self.stopping.is_set():
+                message = await receive_forever(self.channel_layer, channel, receive=self.pop)
+                if message is not None:
+                    return message
+            return None
         receiving = asyncio.ensure_future(receive_forever(self.channel_layer, channel))
         await asyncio.wait([receiving, stop], return_when=asyncio.FIRST_COMPLETED)
         if not receiving.done():
