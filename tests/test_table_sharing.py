@@ -1,0 +1,146 @@
+"""Leases against a real redis-server of the test's own: fencing in a partition.
+
+``redis-server`` is paused with SIGSTOP: its connections stay open and nothing is
+answered, as in a network partition. The feeds are a recording stand-in for the
+flow (``FeedControl``); everything else is real: Redis, the Lua scripts, timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from changeflow_channels.leases import LeaseStore, RedisTarget
+from changeflow_channels.table_sharing import FENCE_FRACTION, TableSharing, share_of
+from changeflow_channels.testing.processes import RedisServer
+
+LEASE = 1.5
+STREAMS = ["db.a", "db.b"]
+
+
+class Feeds:
+    """Records when each feed starts and stops (loop time)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, str, str]] = []
+        self.changed = asyncio.Event()
+
+    def _note(self, kind: str, stream: str) -> None:
+        self.events.append((asyncio.get_running_loop().time(), kind, stream))
+        self.changed.set()
+
+    def start_feed(self, stream: str, announce_initial: bool) -> None:
+        self._note("start", stream)
+
+    async def stop_feed(self, stream: str) -> None:
+        self._note("stop", stream)
+
+    def drop_feed(self, stream: str) -> None:
+        self._note("drop", stream)
+
+    def published_state(self) -> dict[str, Any]:
+        return {}
+
+    def following(self) -> set[str]:
+        now: set[str] = set()
+        for _, kind, stream in self.events:
+            (now.add if kind == "start" else now.discard)(stream)
+        return now
+
+    async def until(self, predicate: Any, timeout: float) -> None:
+        async def wait() -> None:
+            while not predicate():
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer.running() as server:
+        yield server
+
+
+def sharing(server: RedisServer, worker_id: str) -> tuple[TableSharing, Feeds]:
+    target = RedisTarget(Redis.from_url(server.url), "t:changeflow:changeflow", server.url)
+    store = LeaseStore(target, worker_id, LEASE, timeout=LEASE / 5)
+    feeds = Feeds()
+    shared = TableSharing(store, LEASE, feeds, {"id": worker_id})
+    for stream in STREAMS:
+        shared.add(stream, appeared=False)
+    discovered = asyncio.Event()
+    discovered.set()
+    shared.start(discovered)
+    return shared, feeds
+
+
+def intervals(feeds: Feeds, stream: str) -> list[tuple[float, float]]:
+    spans, since = [], None
+    for at, kind, name in feeds.events:
+        if name != stream:
+            continue
+        if kind == "start":
+            since = at
+        elif since is not None:
+            spans.append((since, at))
+            since = None
+    if since is not None:
+        spans.append((since, float("inf")))
+    return spans
+
+
+def test_share() -> None:
+    assert [share_of(6, n) for n in (0, 1, 2, 3, 4, 7)] == [6, 6, 3, 2, 2, 1]
+
+
+async def test_a_worker_cut_off_from_redis_stops_its_feeds_before_its_leases_can_expire(
+    redis_server,
+):
+    a, feeds_a = sharing(redis_server, "a")
+    await feeds_a.until(lambda: feeds_a.following() == set(STREAMS), 5)
+    loop = asyncio.get_running_loop()
+    redis_server.process.signal(signal.SIGSTOP)  # the partition: Redis answers nothing
+    cut_at = loop.time()
+    try:
+        await feeds_a.until(lambda: not feeds_a.following(), LEASE)
+        dropped_after = loop.time() - cut_at
+        # The last renewal was sent before the cut: its lease lives >= LEASE after it.
+        assert dropped_after <= FENCE_FRACTION * LEASE + LEASE / 20 + 0.05, dropped_after
+        assert not any(a.may_send(stream) for stream in STREAMS)
+        await asyncio.sleep(LEASE - dropped_after + 0.2)  # the leases' own time runs out
+    finally:
+        redis_server.process.signal(signal.SIGCONT)
+    b, feeds_b = sharing(redis_server, "b")
+    # Both reach Redis again: the tables end up one each, never followed twice at once.
+    await feeds_b.until(lambda: len(feeds_b.following()) >= 1, 5)
+    await feeds_a.until(lambda: len(feeds_a.following()) == 1, 10)
+    await feeds_b.until(lambda: len(feeds_b.following()) == 1, 10)
+    for stream in STREAMS:
+        for start_a, end_a in intervals(feeds_a, stream):
+            for start_b, end_b in intervals(feeds_b, stream):
+                assert end_a <= start_b or end_b <= start_a, (
+                    stream,
+                    feeds_a.events,
+                    feeds_b.events,
+                )
+    await a.stop()
+    await b.stop()
+
+
+async def test_clean_stop_releases_the_leases_at_once(redis_server):
+    a, feeds_a = sharing(redis_server, "a")
+    await feeds_a.until(lambda: feeds_a.following() == set(STREAMS), 5)
+    b, feeds_b = sharing(redis_server, "b")
+    await feeds_b.until(lambda: len(feeds_b.following()) == 1, 10)  # balanced: one each
+    loop = asyncio.get_running_loop()
+    stopped_at = loop.time()
+    await a.stop()
+    await feeds_b.until(lambda: feeds_b.following() == set(STREAMS), LEASE)
+    assert loop.time() - stopped_at < LEASE / 2  # not waiting for an expiry
+    await b.stop()
