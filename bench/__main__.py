@@ -11,7 +11,7 @@ import time
 from types import ModuleType
 
 # Scenario modules of this package, run in this order.
-SCENARIOS = ("reql_server",)
+SCENARIOS = ("ceilings_db", "ceiling_group_send", "ceiling_ws", "e2e")
 
 
 def load(name: str) -> ModuleType:

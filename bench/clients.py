@@ -1,0 +1,212 @@
+"""Websocket clients in a process of their own: ``python -m bench.clients``.
+
+Driven by JSON lines on stdin, answering with one JSON line each on stdout:
+
+- ``{"cmd": "connect", "url", "n", "stream"}``: open ``n`` clients, subscribe each to
+  ``stream``; answers when every one is subscribed.
+- ``{"cmd": "collect", "timeout"}``: answers ``{"armed": true}`` at once, then, when every
+  client has seen a change whose document holds ``"end": true`` (or at the timeout),
+  what they received (see ``Recorder.summary``).
+- ``{"cmd": "bare", "url", "n", "count"}``: ``n`` clients each ask the bare consumer
+  for ``count`` frames; answers frames per second over all of them.
+- ``{"cmd": "close"}``: closes the clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+from typing import Any
+
+import websockets
+
+CONNECT_AT_ONCE = 25  # handshakes in flight (Daphne's listen backlog is small)
+MAX_LATENCIES = 200_000
+
+
+class Recorder:
+    """What every client received during one ``collect``."""
+
+    def __init__(self, clients: int) -> None:
+        self.clients = clients
+        self.changes = 0  # change events, batches unpacked
+        self.messages = 0  # websocket messages
+        self.first: float | None = None
+        self.last = 0.0
+        self.latencies: list[float] = []  # ms, from the document's "t" to receipt
+        self.by_n: dict[int, list[float]] = {}  # n -> [t, first receipt, last receipt, clients]
+        self.gaps = 0
+        self.resyncs = 0
+        self.reasons: list[str] = []
+        self.ended = 0
+        self.done = asyncio.Event()
+
+    def message(self, received: float, text: str | bytes, position: dict[str, Any]) -> None:
+        frame = json.loads(text)
+        self.messages += 1
+        if self.first is None:
+            self.first = received
+        self.last = received
+        events = frame["events"] if frame.get("event") == "batch" else [frame]
+        for event in events:
+            kind = event.get("event")
+            if kind == "resync":
+                self.resyncs += 1
+                self.reasons.append(str(event.get("reason")))
+            if kind != "change":
+                continue
+            self.changes += 1
+            epoch, seq = event["epoch"], event["seq"]
+            if position.get("epoch") == epoch and seq != position["seq"] + 1:
+                self.gaps += 1
+            position["epoch"], position["seq"] = epoch, seq
+            document = event.get("new_val") or {}
+            sent = document.get("t")
+            if sent is not None:
+                latency = (received - sent) * 1000
+                if len(self.latencies) < MAX_LATENCIES:
+                    self.latencies.append(latency)
+                entry = self.by_n.get(document.get("n", -1))
+                if entry is None:
+                    self.by_n[document.get("n", -1)] = [sent, received, received, 1]
+                else:
+                    entry[1] = min(entry[1], received)
+                    entry[2] = max(entry[2], received)
+                    entry[3] += 1
+            if document.get("end"):
+                self.ended += 1
+                if self.ended >= self.clients:
+                    self.done.set()
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, first/last receipt times, latencies, and per document ``n``:
+        ``[write time, first receipt, last receipt, clients]``."""
+        return {
+            "changes": self.changes,
+            "messages": self.messages,
+            "first": self.first,
+            "last": self.last,
+            "gaps": self.gaps,
+            "resyncs": self.resyncs,
+            "reasons": self.reasons,
+            "ended": self.ended,
+            "latencies": self.latencies,
+            "by_n": {str(n): entry for n, entry in self.by_n.items()},
+        }
+
+
+class Clients:
+    def __init__(self) -> None:
+        self.sockets: list[Any] = []
+        self.readers: list[asyncio.Task[None]] = []
+        self.recorder: Recorder | None = None
+
+    async def connect(self, url: str, n: int, stream: str) -> dict[str, Any]:
+        origin = url.replace("ws://", "http://").split("/ws/")[0]
+        gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+        started = time.monotonic()
+
+        async def one() -> Any:
+            async with gate:
+                ws = await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
+                await ws.send(json.dumps({"action": "subscribe", "stream": stream, "id": 1}))
+                while json.loads(await ws.recv()).get("event") != "subscribed":
+                    pass
+                return ws
+
+        sockets = await asyncio.gather(*(one() for _ in range(n)))
+        self.sockets.extend(sockets)
+        self.readers.extend(asyncio.ensure_future(self._read(ws)) for ws in sockets)
+        return {"clients": len(self.sockets), "connect_s": time.monotonic() - started}
+
+    async def _read(self, ws: Any) -> None:
+        position: dict[str, Any] = {}
+        async for text in ws:
+            received = time.time()
+            if self.recorder is not None:
+                self.recorder.message(received, text, position)
+
+    async def collect(self, timeout: float, quiet: float = 2.0) -> dict[str, Any]:
+        """Until every client saw the end marker, or nothing came for ``quiet``
+        seconds after something did (the marker was lost: see ``resyncs``)."""
+        self.recorder = recorder = Recorder(len(self.sockets))
+        reply({"armed": True})
+        deadline = time.time() + timeout
+        while not recorder.done.is_set() and time.time() < deadline:
+            try:
+                await asyncio.wait_for(recorder.done.wait(), 0.25)
+            except asyncio.TimeoutError:
+                if recorder.first is not None and time.time() - recorder.last > quiet:
+                    break
+        self.recorder = None
+        return {**recorder.summary(), "timed_out": not recorder.done.is_set()}
+
+    async def close(self) -> dict[str, Any]:
+        for task in self.readers:
+            task.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        self.sockets.clear()
+        self.readers.clear()
+        return {"closed": True}
+
+
+async def bare(url: str, n: int, count: int) -> dict[str, Any]:
+    """Frames per second from the bare consumer to ``n`` clients, ``count`` each."""
+    origin = url.replace("ws://", "http://").split("/ws/")[0]
+    sockets = [
+        await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
+        for _ in range(n)
+    ]
+    frames = 0
+    last = 0.0
+
+    async def drain(ws: Any) -> None:
+        nonlocal frames, last
+        async for text in ws:
+            if text == '{"event":"done"}':
+                return
+            frames += 1
+            last = time.time()
+
+    started = time.time()
+    await asyncio.gather(*(ws.send(json.dumps({"count": count})) for ws in sockets))
+    await asyncio.gather(*(drain(ws) for ws in sockets))
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    return {"frames": frames, "seconds": last - started, "frames_per_s": frames / (last - started)}
+
+
+def reply(answer: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
+
+
+async def serve() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    clients = Clients()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = json.loads(line)
+        cmd = command.pop("cmd")
+        try:
+            if cmd == "connect":
+                reply(await clients.connect(**command))
+            elif cmd == "collect":
+                reply(await clients.collect(**command))
+            elif cmd == "bare":
+                reply(await bare(**command))
+            elif cmd == "close":
+                reply(await clients.close())
+            else:
+                reply({"error": f"unknown command {cmd!r}"})
+        except Exception as error:  # answered, so the driver never hangs
+            reply({"error": repr(error)})
+
+
+if __name__ == "__main__":
+    asyncio.run(serve())
