@@ -116,6 +116,8 @@ async def test_the_worker_serves_its_metrics_and_they_move_with_pushes_and_chang
     assert page.get("changeflow_hook_errors_total", handler=RAISING, kind="exception") == 1
     assert page.get("changeflow_hook_errors_total", handler=ASYNC, kind="exception") == 0
     assert page.get("changeflow_feed_restarts_total", stream=stream) == 0
+    # The worker's channel is its own, so are its leases: it holds the one table's.
+    await wait_for_metrics(worker.url, lambda p: p.value("changeflow_leases_held") == 1)
 
     # Refused before writing, refused by RethinkDB: each counted by its result.
     result = await push_and_wait(layer, worker.channel, stream_db, "t", {"n": 2}, op="bogus")
