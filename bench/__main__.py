@@ -10,8 +10,11 @@ import sys
 import time
 from types import ModuleType
 
-# Scenario modules of this package, run in this order.
-SCENARIOS = ("ceilings_db", "ceiling_group_send", "ceiling_ws", "e2e")
+from . import report, stack
+
+# Scenario modules of this package, run in this order (``reql_server``, the
+# database alone, runs only when named).
+SCENARIOS = ("ceilings_db", "ceiling_group_send", "ceiling_ws", "e2e", "fanout", "pushes", "memory")
 
 
 def load(name: str) -> ModuleType:
@@ -43,26 +46,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter runs, rougher figures")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    unknown = sorted(set(args.scenarios) - {*SCENARIOS, "reql_server"})
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
 
     figures: dict[str, float] = {}
     rows: list[tuple[str, str, float]] = []
-    for name in args.scenarios or SCENARIOS:
-        scenario = load(name)
-        sys.stderr.write(f"# {scenario.NAME}: {scenario.DESCRIPTION}\n")
-        started = time.monotonic()
-        result = asyncio.run(scenario.run(quick=args.quick))
-        sys.stderr.write(f"#   done in {time.monotonic() - started:.1f} s\n")
-        figures.update(result)
-        rows.extend((scenario.NAME, key, value) for key, value in result.items())
+    try:
+        for name in args.scenarios or SCENARIOS:
+            scenario = load(name)
+            sys.stderr.write(f"# {scenario.NAME}: {scenario.DESCRIPTION}\n")
+            started = time.monotonic()
+            result = asyncio.run(scenario.run(quick=args.quick))
+            sys.stderr.write(f"#   done in {time.monotonic() - started:.1f} s\n")
+            figures.update(result)
+            rows.extend((scenario.NAME, key, value) for key, value in result.items())
+    finally:
+        stack.shutdown()
 
     sys.stdout.write(format_table(rows) + "\n")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
+    path = args.json or (None if args.quick else str(stack.RESULTS / "latest.json"))
+    if path:
+        with open(path, "w", encoding="utf-8") as out:
             json.dump(figures, out, indent=2, sort_keys=True)
             out.write("\n")
+    if not args.quick and not args.scenarios:
+        report.write(figures)  # plots and docs/benchmarks.md: full runs of every scenario
     return 0
 
 

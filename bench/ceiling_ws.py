@@ -8,7 +8,7 @@ from . import driver, stack
 NAME = "ceiling_ws"
 DESCRIPTION = "frames/s from a bare Channels consumer through Daphne to the clients"
 
-CLIENTS = 10  # as many as the fan-out's sustained measure
+CLIENTS = 100  # as many as the fan-out's sustained measure (fanout.SUSTAINED_CLIENTS)
 
 
 async def run(quick: bool = False) -> dict[str, float]:

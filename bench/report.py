@@ -1,0 +1,166 @@
+"""The full run's report: PNG plots in ``bench/results/`` and ``docs/benchmarks.md``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from . import stack
+
+DOC = stack.REPO / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- figures: begin -->", "<!-- figures: end -->"
+
+# (name, achieved key, goal as text, test on the figures)
+GOALS: list[tuple[str, str, str, Any]] = [
+    (
+        "feed to browser",
+        "e2e_changes_per_s",
+        "≥ 0.8 x min(ceiling_feed_per_s, ceiling_ws_frames_per_s)",
+        lambda f: (
+            f["e2e_changes_per_s"] / min(f["ceiling_feed_per_s"], f["ceiling_ws_frames_per_s"])
+        ),
+    ),
+    (
+        "fan-out",
+        "fanout_frames_per_s",
+        "≥ 0.8 x ceiling_ws_frames_per_s",
+        lambda f: f["fanout_frames_per_s"] / f["ceiling_ws_frames_per_s"],
+    ),
+    (
+        "pushes",
+        "push_per_s",
+        "≥ 0.8 x ceiling_insert_per_s",
+        lambda f: f["push_per_s"] / f["ceiling_insert_per_s"],
+    ),
+]
+
+
+def machine() -> dict[str, str]:
+    """CPU model, cores, RAM, OS, Python and the versions of the parts."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
+    ram = next(
+        int(line.split()[1]) / 1024 / 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    redis = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    packages = ", ".join(
+        f"{name} {version(name)}"
+        for name in (
+            "Django",
+            "channels",
+            "channels-redis",
+            "daphne",
+            "redis",
+            "rethinkdb",
+            "websockets",
+        )
+    )
+    return {
+        "CPU": f"{cpu}, {os.cpu_count()} cores",
+        "RAM": f"{ram:.1f} GiB",
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "Redis": redis.split()[2].removeprefix("v=") if redis else "?",
+        "RethinkDB": (os.environ.get("CHANGEFLOW_TEST_RETHINKDB") and "real server")
+        or "the ReQL test server (in-memory, Python), its own process",
+        "packages": packages,
+    }
+
+
+def plots() -> list[str]:
+    """Latency distribution and throughput against clients, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    latencies = json.loads((stack.RESULTS / "e2e_latencies.json").read_text())
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.hist(latencies, bins=100, range=(0, max(50.0, max(latencies, default=0) * 0.5)))
+    axis.set_xlabel("latency, write to client receipt (ms)")
+    axis.set_ylabel("changes")
+    axis.set_title("Feed to browser latency, 200 changes/s, 10 clients")
+    figure.tight_layout()
+    figure.savefig(stack.RESULTS / "latency.png", dpi=100)
+    made.append("latency.png")
+
+    curve = json.loads((stack.RESULTS / "fanout_curve.json").read_text())
+    sizes = [int(size) for size in curve if "frames_per_s" in curve[size]]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(sizes, [curve[str(s)]["frames_per_s"] for s in sizes], marker="o")
+    left.set_xscale("log")
+    left.set_xlabel("subscribed clients")
+    left.set_ylabel("change frames/s, all clients")
+    left.set_title("Sustained throughput")
+    every = [int(size) for size in curve]
+    right.plot(every, [curve[str(s)]["last_ms"] for s in every], marker="o", label="last client")
+    right.plot(every, [curve[str(s)]["first_ms"] for s in every], marker="o", label="first client")
+    right.set_xscale("log")
+    right.set_xlabel("subscribed clients")
+    right.set_ylabel("ms from the write")
+    right.set_title("One change to N clients")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(stack.RESULTS / "throughput_clients.png", dpi=100)
+    made.append("throughput_clients.png")
+    return made
+
+
+def figures_section(figures: dict[str, float]) -> str:
+    """The machine, every figure, the ratios and the plots, as Markdown."""
+    lines = ["## Machine", ""]
+    lines += [f"- **{key}**: {value}" for key, value in machine().items()]
+    lines += ["", "## Figures", "", "| key | value |", "|---|---:|"]
+    lines += [f"| `{key}` | {value:,.1f} |" for key, value in sorted(figures.items())]
+    lines += [
+        "",
+        "## Against the goals",
+        "",
+        "| goal | figure | ratio | met |",
+        "|---|---|---:|---|",
+    ]
+    for name, key, goal, ratio in GOALS:
+        value = ratio(figures)
+        lines.append(
+            f"| {name}: {goal} | `{key}` | {value:.2f} | {'yes' if value >= 0.8 else 'no'} |"
+        )
+    p99 = figures["e2e_latency_p99_ms"]
+    lines.append(
+        f"| p99 latency < 25 ms at 200/s, 10 clients | `e2e_latency_p99_ms` | {p99:.1f} ms | {'yes' if p99 < 25 else 'no'} |"
+    )
+    last = figures["fanout_last_ms"]
+    clients = int(figures["fanout_clients"])
+    lines.append(
+        f"| 1,000 clients reached < 250 ms | `fanout_last_ms` ({clients} clients) | {last:.0f} ms | {'yes' if last < 250 and clients >= 1000 else 'no'} |"
+    )
+    lines += [
+        "",
+        "![Latency distribution](../bench/results/latency.png)",
+        "",
+        "![Throughput against clients](../bench/results/throughput_clients.png)",
+    ]
+    return "\n".join(lines)
+
+
+def write(figures: dict[str, float]) -> None:
+    """Plots, then the generated part of ``docs/benchmarks.md`` (the rest is kept)."""
+    plots()
+    section = f"{BEGIN}\n{figures_section(figures)}\n{END}"
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(head + section + tail, encoding="utf-8")
