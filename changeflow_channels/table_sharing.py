@@ -179,8 +179,9 @@ class TableSharing:
             while True:
                 self._wake.clear()
                 try:
-                    await self.round(discovered.is_set())
-                    if discovered.is_set():
+                    known = discovered.is_set()  # as the round saw it, not as it ends
+                    await self.round(known)
+                    if known:
                         self.ready.set()
                     if self._failing:
                         logger.warning("leases: Redis answers again")
