@@ -299,7 +299,8 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
                 error_frame(UNAVAILABLE, "the server could not handle this frame", request_id)
             )
 
-    async def send_frame(self, frame: dict[str, Any], read_at: float | None = None) -> None:
+    async def send_frame(self, frame: dict[str, Any] | str, read_at: float | None = None) -> None:
+        """Queue a frame (a dict, or its JSON text) for the client."""
         if getattr(self, "closing", False):
             return
         if self.outgoing.full():
@@ -312,7 +313,7 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
                 )
                 await self.close(code=CLOSE_TOO_SLOW)
             return
-        self.outgoing.put_nowait((encode(frame), read_at))
+        self.outgoing.put_nowait((frame if isinstance(frame, str) else encode(frame), read_at))
 
     async def _write_forever(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .filters import Filter, seen_through
 from .permissions import apply_row_rule, has_row_rule
-from .protocol import change_frame
+from .protocol import change_frame, encode
 from .sync import SYNC_TYPE, sync_channel
 
 logger = logging.getLogger("changeflow_channels")
@@ -29,6 +29,8 @@ logger = logging.getLogger("changeflow_channels")
 SYNC_RETRY = 0.5
 # An unanswered sync request is sent again this often (until CHANGEFLOW_SYNC_TIMEOUT).
 SYNC_RESEND = 2.0
+# A change message's frame, encoded by the first consumer of this process that sends it.
+ENCODED = "_changeflow_frame"
 # Changes held while waiting for a sync answer; beyond it the subscription resyncs.
 MAX_HELD = 10_000
 
@@ -89,8 +91,28 @@ class OrderedDeliveryMixin:
             await self._offer(sub, message)
 
     async def changeflow_batch(self, message: dict[str, Any]) -> None:
-        for change in message["changes"]:
-            await self.changeflow_change(change)
+        """The frames of a batch go to the client as one ``batch`` frame, in order."""
+        frames: list[tuple[str, float | None]] = []
+        self._collected = frames
+        try:
+            for change in message["changes"]:
+                await self.changeflow_change(change)
+        finally:
+            self._collected = None
+        if len(frames) == 1:
+            await self.send_frame(*frames[0])
+        elif frames:
+            read_at = next((at for _, at in frames if at is not None), None)
+            events = ",".join(text for text, _ in frames)
+            await self.send_frame(f'{{"event":"batch","events":[{events}]}}', read_at)
+
+    async def _out(self, frame: dict[str, Any] | str, read_at: float | None = None) -> None:
+        """Send a frame, or keep it (encoded) for the batch being handled."""
+        collected = getattr(self, "_collected", None)
+        if collected is None:
+            await self.send_frame(frame, read_at)
+        else:
+            collected.append((frame if isinstance(frame, str) else encode(frame), read_at))
 
     async def changeflow_sync_result(self, message: dict[str, Any]) -> None:
         request_id = message.get("id")
@@ -192,11 +214,17 @@ class OrderedDeliveryMixin:
             change = seen_through(change, sub.filter.matches)
         if change is None:
             return
+        read_at = message.get("read_at") if live else None
         if change is not message["change"]:
-            message = {**message, "change": change}
-        await self.send_frame(
-            sub.tag(change_frame(message)), message.get("read_at") if live else None
-        )
+            await self._out(sub.tag(change_frame({**message, "change": change})), read_at)
+        elif sub.name is None:
+            # The same text for every client of this process: encoded once.
+            text = message.get(ENCODED)
+            if text is None:
+                text = message[ENCODED] = encode(change_frame(message))
+            await self._out(text, read_at)
+        else:
+            await self._out(sub.tag(change_frame(message)), read_at)
 
     async def _visible_documents(
         self, sub: Subscription, documents: list[dict[str, Any]]
@@ -237,7 +265,7 @@ class OrderedDeliveryMixin:
             await self._offer(sub, message)
 
     async def _send_resync(self, sub: Subscription, reason: str) -> None:
-        await self.send_frame(sub.tag({"event": "resync", "stream": sub.stream, "reason": reason}))
+        await self._out(sub.tag({"event": "resync", "stream": sub.stream, "reason": reason}))
 
     # -- asking the worker ------------------------------------------------------
 

@@ -16,12 +16,19 @@ class WsClient:
     def __init__(self, connection: Any) -> None:
         self.connection = connection
         self._next_id = 0
+        self._unpacked: list[dict[str, Any]] = []  # the rest of a batch frame
 
     async def send(self, frame: dict[str, Any] | str) -> None:
         await self.connection.send(frame if isinstance(frame, str) else json.dumps(frame))
 
     async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+        """The next frame; a ``batch`` frame is unpacked, as the protocol says."""
+        if not self._unpacked:
+            frame = json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+            if frame.get("event") != "batch":
+                return frame
+            self._unpacked = list(frame["events"])
+        return self._unpacked.pop(0)
 
     async def request(self, action: str, stream: str, **fields: Any) -> dict[str, Any]:
         """Send an action with a fresh id; return the answer carrying that id."""
@@ -37,7 +44,7 @@ class WsClient:
     async def wait_for(
         self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
     ) -> dict[str, Any]:
-        """The first frame (batches unpacked) matching ``predicate``; others are dropped."""
+        """The first frame matching ``predicate``; others are dropped."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -45,9 +52,8 @@ class WsClient:
             if remaining <= 0:
                 raise TimeoutError("no matching frame")
             frame = await self.recv(remaining)
-            for event in frame["events"] if frame.get("event") == "batch" else [frame]:
-                if predicate(event):
-                    return event
+            if predicate(frame):
+                return frame
 
     async def changes(self, stream: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """The next ``count`` change events of ``stream``."""
