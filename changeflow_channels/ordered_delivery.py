@@ -18,6 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.consumer import get_handler_name
+
+from .changes import BATCH_TYPE, CHANGE_TYPE
 from .filters import Filter, seen_through
 from .permissions import apply_row_rule, has_row_rule
 from .protocol import change_frame, encode
@@ -29,6 +32,7 @@ logger = logging.getLogger("changeflow_channels")
 SYNC_RETRY = 0.5
 # An unanswered sync request is sent again this often (until CHANGEFLOW_SYNC_TIMEOUT).
 SYNC_RESEND = 2.0
+LIVE_TYPES = (CHANGE_TYPE, BATCH_TYPE)
 # A change message's frame, encoded by the first consumer of this process that sends it.
 ENCODED = "_changeflow_frame"
 # Changes held while waiting for a sync answer; beyond it the subscription resyncs.
@@ -85,6 +89,16 @@ class OrderedDeliveryMixin:
         return [sub for sub in self.subscriptions.values() if sub.stream == stream]
 
     # -- from the channel layer --------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Changes skip Channels' ``close_old_connections`` before each message (a
+        hop to the one sync thread per message and client: what made fan-out slow),
+        unless the policy's row rule, which may use the database, is asked."""
+        policy = getattr(self, "policy", None)
+        if message.get("type") in LIVE_TYPES and policy is not None and not has_row_rule(policy):
+            await getattr(self, get_handler_name(message))(message)
+            return
+        await super().dispatch(message)  # type: ignore[misc]
 
     async def changeflow_change(self, message: dict[str, Any]) -> None:
         for sub in self.subscriptions_of(f"{message['database']}.{message['table']}"):
