@@ -130,7 +130,12 @@ def _start() -> Stack:
         processes["reql_server"] = reql
         url = "rethinkdb://admin@" + reql.wait_for(r"(127\.0\.0\.1:\d+)", timeout=30).group(1)
     redis = RedisServer()
-    redis.start()
+    try:
+        redis.start()
+    except BaseException:
+        for process in processes.values():
+            process.stop()
+        raise
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.settings",
         "PYTHONPATH": str(REPO),
@@ -139,11 +144,15 @@ def _start() -> Stack:
         "CHANGEFLOW_TEST_REDIS_URL": redis.url,
     }
     stack = Stack(url, redis, env, processes=processes)
-    stack.start_worker("worker", f"{DATABASE}.*")
-    stack.ws_port = free_port()
-    daphne = start_daphne("bench.asgi:application", stack.ws_port, env=env, cwd=str(REPO))
-    stack.processes["daphne"] = daphne
-    daphne.wait_for(DAPHNE_READY, timeout=60)
+    try:
+        stack.start_worker("worker", f"{DATABASE}.*")
+        stack.ws_port = free_port()
+        daphne = start_daphne("bench.asgi:application", stack.ws_port, env=env, cwd=str(REPO))
+        stack.processes["daphne"] = daphne
+        daphne.wait_for(DAPHNE_READY, timeout=60)
+    except BaseException:
+        _stop(stack)  # nothing of a failed start is left running
+        raise
     return stack
 
 
@@ -153,6 +162,10 @@ def shutdown() -> None:
     if _stack is None:
         return
     stack, _stack = _stack, None
+    _stop(stack)
+
+
+def _stop(stack: Stack) -> None:
     for name in [n for n in stack.processes if n != "reql_server"]:
         stack.stop(name)
     stack.redis.stop()
