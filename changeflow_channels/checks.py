@@ -19,6 +19,10 @@ REDIS_BACKENDS = (
     "channels_redis.core.RedisChannelLayer",
     "channels_redis.pubsub.RedisPubSubChannelLayer",
 )
+PUBSUB_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Below this, a busy machine makes workers give up tables they still hold.
+SHORT_LEASE_TIME = 3.0
 
 
 @register(Tags.compatibility)
@@ -68,6 +72,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
     messages.extend(_check_channel_layer())
     messages.extend(_check_permissions(conf.permissions))
+    messages.extend(_check_workers(conf.lease_time, conf.redis, conf.metrics_port))
     return messages
 
 
@@ -120,3 +125,63 @@ def _check_permissions(setting: Any) -> list[Any]:
             )
         ]
     return []
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_workers(lease_time: Any, redis_url: Any, metrics_port: Any) -> list[Any]:
+    """The settings of several workers (leases) and of the worker's metrics endpoint."""
+    messages: list[Any] = []
+    if not _is_number(lease_time) or not lease_time > 0:
+        messages.append(
+            Error(
+                f"CHANGEFLOW_LEASE_TIME must be a positive number of seconds, not {lease_time!r}.",
+                hint="10.0 (the default) suits most setups; see the README's 'Several workers'.",
+                id="changeflow_channels.E006",
+            )
+        )
+    elif lease_time < SHORT_LEASE_TIME:
+        messages.append(
+            Warning(
+                f"CHANGEFLOW_LEASE_TIME = {lease_time:g} s: a worker whose event loop or Redis "
+                "stalls for two thirds of it gives up its tables (a new epoch, a resync).",
+                hint=f"Use at least {SHORT_LEASE_TIME:g} s outside tests.",
+                id="changeflow_channels.W004",
+            )
+        )
+    if redis_url is not None and not (
+        isinstance(redis_url, str) and redis_url.startswith(REDIS_SCHEMES)
+    ):
+        messages.append(
+            Error(
+                f"CHANGEFLOW_REDIS must be a Redis URL or None, not {redis_url!r}.",
+                hint='For example "redis://127.0.0.1:6379/0"; None uses the channel layer\'s Redis.',
+                id="changeflow_channels.E007",
+            )
+        )
+    if metrics_port is not None and not (
+        isinstance(metrics_port, int)
+        and not isinstance(metrics_port, bool)
+        and 0 <= metrics_port <= 65535
+    ):
+        messages.append(
+            Error(
+                f"CHANGEFLOW_METRICS_PORT must be a TCP port number or None, not {metrics_port!r}.",
+                hint="For example 9108; None serves no metrics from the worker.",
+                id="changeflow_channels.E008",
+            )
+        )
+    default = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
+    if default.get("BACKEND") == PUBSUB_BACKEND:
+        messages.append(
+            Warning(
+                "channels_redis's pub/sub layer hands a message sent to a channel to every "
+                "process reading it: with several changeflow workers, each would write each push.",
+                hint="Run one worker with this layer, or use channels_redis.core.RedisChannelLayer "
+                "to run several.",
+                id="changeflow_channels.W003",
+            )
+        )
+    return messages

@@ -71,3 +71,44 @@ def test_bad_permissions_and_allow_all_without_debug():
         CHANGEFLOW_PERMISSIONS="changeflow_channels.permissions.AllowAllPolicy", DEBUG=False
     ):
         assert "changeflow_channels.W002" in ids(check_settings())
+
+
+@pytest.mark.parametrize("lease_time", [0, -1, "10", None, True])
+def test_bad_lease_time(lease_time):
+    with override_settings(CHANGEFLOW_LEASE_TIME=lease_time):
+        [error] = [m for m in check_settings() if m.id == "changeflow_channels.E006"]
+    assert isinstance(error, Error) and repr(lease_time) in error.msg
+
+
+def test_short_lease_time_warns_and_a_sound_one_passes():
+    with override_settings(CHANGEFLOW_LEASE_TIME=1.0):
+        assert "changeflow_channels.W004" in ids(check_settings())
+    with override_settings(CHANGEFLOW_LEASE_TIME=10):
+        assert not {"changeflow_channels.E006", "changeflow_channels.W004"} & set(
+            ids(check_settings())
+        )
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:6379", "http://redis", 6379])
+def test_bad_redis_url(url):
+    with override_settings(CHANGEFLOW_REDIS=url):
+        assert "changeflow_channels.E007" in ids(check_settings())
+    with override_settings(CHANGEFLOW_REDIS="rediss://user:pw@redis.example:6380/1"):
+        assert "changeflow_channels.E007" not in ids(check_settings())
+
+
+@pytest.mark.parametrize("port", [-1, 70000, "9108", 9108.0, False])
+def test_bad_metrics_port(port):
+    with override_settings(CHANGEFLOW_METRICS_PORT=port):
+        assert "changeflow_channels.E008" in ids(check_settings())
+    with override_settings(CHANGEFLOW_METRICS_PORT=9108):
+        assert "changeflow_channels.E008" not in ids(check_settings())
+
+
+def test_pubsub_layer_warns_that_several_workers_would_each_write_each_push():
+    pubsub = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {}}
+    with override_settings(CHANNEL_LAYERS={"default": pubsub}):
+        [warning] = [m for m in check_settings() if m.id == "changeflow_channels.W003"]
+    assert "one worker" in warning.hint
+    with override_settings(CHANNEL_LAYERS={"default": REDIS}):
+        assert "changeflow_channels.W003" not in ids(check_settings())
