@@ -186,7 +186,7 @@ class LeaseStore:
         await self._bounded(pipe.execute())
 
     async def close(self) -> None:
-        await self.redis.aclose(close_connection_pool=True)
+        await self._bounded(self.redis.aclose(close_connection_pool=True))
 
 
 async def read_registry(target: RedisTarget) -> dict[str, Any]:

@@ -90,6 +90,7 @@ class TableSharing:
         self._last_live = 0
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._claims: set[asyncio.Task[None]] = set()
 
     # -- from the flow ------------------------------------------------------------
@@ -152,10 +153,16 @@ class TableSharing:
     async def stop(self) -> None:
         """Clean shutdown, once the feeds are closed: release everything, leave."""
         self.acquiring = False
+        self._stopped = True
         if self._task is not None:
-            self._task.cancel()
+            # Python 3.11's wait_for can swallow a cancel that lands as its inner
+            # call completes: cancel until the task is really done (the loop also
+            # checks _stopped), never await it unbounded.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=self.tick)
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                self._task.result()
         held, self.held = list(self.held), {}
         metrics.LEASES_HELD.set(0)
         try:
@@ -176,7 +183,7 @@ class TableSharing:
     async def run(self, discovered: asyncio.Event) -> None:
         fence = asyncio.ensure_future(self._fence_forever())
         try:
-            while True:
+            while not self._stopped:
                 self._wake.clear()
                 try:
                     known = discovered.is_set()  # as the round saw it, not as it ends
