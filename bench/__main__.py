@@ -14,7 +14,16 @@ from . import report, stack
 
 # Scenario modules of this package, run in this order (``reql_server``, the
 # database alone, runs only when named).
-SCENARIOS = ("ceilings_db", "ceiling_group_send", "ceiling_ws", "e2e", "fanout", "pushes", "memory")
+SCENARIOS = (
+    "ceilings_db",
+    "ceiling_group_send",
+    "ceiling_send",
+    "ceiling_ws",
+    "e2e",
+    "fanout",
+    "pushes",
+    "memory",
+)
 
 
 def load(name: str) -> ModuleType:

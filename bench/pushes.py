@@ -1,17 +1,20 @@
 """Pushes: ``channel_layer.send`` of ``changeflow.push`` messages (one document
-each), written by the worker; per second from the first sent to the last answered."""
+each), written by the worker; per second from the first sent to the last answered.
+
+The sender is ``ceiling_send``'s (several concurrent sending tasks, messages
+built beforehand), so that the worker, not the sender, sets the pace, and
+``ceiling_send_per_s`` is the channel layer's limit for the same sender.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 
-from changeflow_channels.pushes import build_push
-
 from . import stack
+from .ceiling_send import push_message, send_all, split
 
 NAME = "pushes"
 DESCRIPTION = "channel_layer.send pushes/s written by the worker (one document each)"
@@ -20,28 +23,20 @@ DESCRIPTION = "channel_layer.send pushes/s written by the worker (one document e
 async def run(quick: bool = False) -> dict[str, float]:
     count = 3_000 if quick else 10_000
     url = stack.get().redis.url
+    # The worker's channel has the README's default capacity (100), as in production.
     layer = RedisChannelLayer(hosts=[{"address": url, "socket_timeout": None}])
     reply = await layer.new_channel()
-    full = 0
+    # The last push of each sending task asks for an answer: the worker writes a
+    # table's pushes in order, so once every task's last is answered, all are written.
+    messages = [
+        [push_message(n, reply if n == part[-1] else None) for n in part] for part in split(count)
+    ]
     started = time.monotonic()
-    for n in range(count):
-        last = n == count - 1
-        push = build_push(
-            stack.DATABASE,
-            "pushes",
-            {"n": n, "t": time.time()},
-            reply_channel=reply if last else None,
-        )
-        while True:
-            try:
-                await layer.send(stack.PUSH_CHANNEL, push)
-                break
-            except ChannelFull:  # the worker's channel holds 100: wait for room
-                full += 1
-                await asyncio.sleep(0.005)
-    answer = await asyncio.wait_for(layer.receive(reply), 120)
+    full = await send_all(layer, stack.PUSH_CHANNEL, messages)
+    answers = [await asyncio.wait_for(layer.receive(reply), 120) for _ in messages]
     elapsed = time.monotonic() - started
     await layer.close_pools()
-    if not answer.get("ok"):
-        raise RuntimeError(f"the last push failed: {answer}")
+    failed = [answer for answer in answers if not answer.get("ok")]
+    if failed:
+        raise RuntimeError(f"a push failed: {failed[0]}")
     return {"push_per_s": count / elapsed, "push_channel_full_waits": full}
