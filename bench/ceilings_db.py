@@ -1,5 +1,5 @@
-"""The database's own limits, on the stack's RethinkDB: batched driver inserts,
-and changes to one bare driver feed reader (``bench.reql_server``'s measures)."""
+"""The database's own limits, on the stack's RethinkDB: single and batched driver
+inserts, and changes to one bare driver feed reader (``bench.reql_server``'s measures)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from . import driver, reql_server, stack
 
 NAME = "ceilings_db"
-DESCRIPTION = "batched inserts/s and changes/s to a bare feed reader (the source's limits)"
+DESCRIPTION = "single and batched inserts/s, changes/s to a bare feed reader (the source's limits)"
 
 
 async def run(quick: bool = False) -> dict[str, float]:
@@ -19,9 +19,10 @@ async def run(quick: bool = False) -> dict[str, float]:
     _, reader = await driver.connect(db)
     try:
         await r.db_create(db).run(conn)
-        for table in ("batched", "feed"):
+        for table in ("single", "batched", "feed"):
             await r.table_create(table).run(conn)
         figures = {
+            "insert_single_per_s": await reql_server.insert_single(r, conn, "single", seconds),
             "ceiling_insert_per_s": await reql_server.insert_batched(r, conn, "batched", seconds),
             "ceiling_feed_per_s": await reql_server.feed_changes(r, reader, conn, "feed", seconds),
         }
