@@ -34,15 +34,13 @@ from .protocol import (
     error_frame,
     parse_frame,
 )
+from .push_batches import PushPipeline
 from .pushes import (
-    DRAIN_TYPE,
     OPS,
     PushError,
     PushTooLarge,
     build_push,
     check_size,
-    error_result,
-    parse_push,
 )
 from .sync import SYNC_TYPE, SyncError, parse_since, parse_sync
 
@@ -85,12 +83,24 @@ class ResilientChannelMixin:
 
 
 class PushConsumer(ResilientChannelMixin, AsyncConsumer):
-    """Runs in the worker on ``CHANGEFLOW_CHANNEL``: writes pushes, one at a time, in order.
+    """Runs in the worker on ``CHANGEFLOW_CHANNEL``: writes pushes in order and
+    answers each (``push_batches.PushPipeline``: several per query where that is free).
 
-    The worker puts its ``Flow`` in ``scope["changeflow"]``. Nothing a sender
-    puts in a message can stop this consumer: bad pushes are answered with an
-    error (on ``reply_channel`` when given) and logged.
+    The worker puts its ``Flow`` in ``scope["changeflow"]`` and, on the push
+    channel, the window that bounds what it takes from Redis in
+    ``scope["changeflow_window"]``. Nothing a sender puts in a message can stop
+    this consumer: bad pushes are answered with an error (on ``reply_channel``
+    when given) and logged.
     """
+
+    pipeline: PushPipeline | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.pipeline is not None:
+                self.pipeline.close()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         try:
@@ -99,22 +109,18 @@ class PushConsumer(ResilientChannelMixin, AsyncConsumer):
             logger.exception("push consumer failed on a message of type %r", message.get("type"))
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        future = message.get("future")
-        if kind == "changeflow.push":
-            await self.changeflow_push(message)
-        elif kind == SYNC_TYPE:
+        if message.get("type") == SYNC_TYPE:
             self._spawn_sync(message)
-        elif kind == DRAIN_TYPE and isinstance(future, asyncio.Future):
-            # Only the worker itself can send this: no channel-layer message
-            # can carry a Future.
-            if not future.done():
-                future.set_result(None)
-        else:
-            metrics.count_push(None)
-            await self._answer(
-                message, error_result(message.get("id"), f"unknown message type {kind!r}")
+            window = self.scope.get("changeflow_window")
+            if window is not None:
+                window.release(1)
+            return
+        # Pushes, anything unknown (answered with an error) and the worker's drain marker.
+        if self.pipeline is None:
+            self.pipeline = PushPipeline(
+                self.scope["changeflow"], self._send_reply, self.scope.get("changeflow_window")
             )
+        self.pipeline.put(message)
 
     def _spawn_sync(self, message: dict[str, Any]) -> None:
         # Answered concurrently: a snapshot must not wait behind queued pushes.
@@ -136,49 +142,6 @@ class PushConsumer(ResilientChannelMixin, AsyncConsumer):
             return  # the consumer's timeout turns this into a resync
         if answer is not None:  # None: forwarded to the worker following the table
             await self._send_reply(request.reply_channel, answer)
-
-    async def changeflow_push(self, message: dict[str, Any]) -> None:
-        flow = self.scope["changeflow"]
-        try:
-            request = parse_push(message)
-            check_size(request.data, flow.settings.max_document_bytes)
-        except PushError as error:
-            metrics.count_push(None)
-            await self._answer(message, error_result(message.get("id"), str(error)))
-            return
-        try:
-            result = await flow.writer.write(request)
-        except Exception as error:  # a bug of ours must not lose the next pushes, nor the answer
-            logger.exception("push to %s failed", request.stream)
-            result = error_result(request.id, f"internal error: {error!r}")
-        metrics.count_push(result)
-        if result["ok"]:
-            if flow.verbose:
-                logger.info(
-                    "push %s into %s: %d inserted, %d replaced, %d unchanged, %d deleted",
-                    request.op,
-                    request.stream,
-                    result["inserted"],
-                    result["replaced"],
-                    result["unchanged"],
-                    result["deleted"],
-                )
-            if request.reply_channel:
-                await self._send_reply(request.reply_channel, result)
-        else:
-            await self._answer(message, result)
-
-    async def _answer(self, message: dict[str, Any], result: dict[str, Any]) -> None:
-        """Log a refused push and send the error to its reply channel, if any."""
-        where = (
-            f"{message.get('database')}.{message.get('table')}"
-            if isinstance(message, dict)
-            else "?"
-        )
-        logger.error("push refused (%s): %s", where, result.get("error"))
-        reply = message.get("reply_channel")
-        if isinstance(reply, str) and reply:
-            await self._send_reply(reply, result)
 
     async def _send_reply(self, channel: str, result: dict[str, Any]) -> None:
         # A reply channel can be full for a moment (a Daphne process's consumers

@@ -41,11 +41,27 @@ class PushWriter:
 
     async def write(self, request: PushRequest) -> dict[str, Any]:
         """Write ``request``; return the ``changeflow.push.result`` message."""
-        give_up = time.monotonic() + self.deadline
+        request, generated = self.with_keys(request)
+        return await self.write_keyed(request, generated)
+
+    async def write_keyed(
+        self,
+        request: PushRequest,
+        generated: list[Any],
+        *,
+        retry: bool = False,
+        give_up: float | None = None,
+    ) -> dict[str, Any]:
+        """``write`` of a request that went through ``with_keys`` already.
+
+        ``retry``: an earlier attempt may have landed (its documents are
+        recognised); ``give_up``: the ``time.monotonic()`` after which an
+        unreachable RethinkDB makes this an error (default: ``deadline`` from now).
+        """
+        if give_up is None:
+            give_up = time.monotonic() + self.deadline
         delay = 0.1
         created = False
-        request, generated = self._with_keys(request)
-        retry = False
         while True:
             try:
                 conn = await self.connection.get()
@@ -58,7 +74,7 @@ class PushWriter:
                     created = True
                     counts = await self._apply_in_time(conn, request, retry)
                 self.written.add((request.database, request.table))
-                return _result(request, counts, generated)
+                return push_result(request, counts, generated)
             except PushError as error:
                 return error_result(request.id, str(error))
             except Exception as error:
@@ -78,7 +94,7 @@ class PushWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def _with_keys(self, request: PushRequest) -> tuple[PushRequest, list[Any]]:
+    def with_keys(self, request: PushRequest) -> tuple[PushRequest, list[Any]]:
         """Give every inserted document without a primary key one of ours.
 
         Keys chosen here, not by RethinkDB, make a retried insert safe: the
@@ -95,6 +111,20 @@ class PushWriter:
                 generated.append(doc[pk])
             documents.append(doc)
         return replace(request, data=documents), generated
+
+    async def insert_once(self, database: str, table: str, documents: list[Any]) -> dict[str, Any]:
+        """One plain insert of ``documents`` (creating a missing table), tried once:
+        errors, a lost connection included, are the caller's to handle."""
+        conn = await self.connection.get()
+        query = self.r.db(database).table(table).insert(self.r.expr(documents, EXPR_DEPTH))
+        try:
+            return await asyncio.wait_for(query.run(conn), WRITE_TIMEOUT)
+        except ReqlError as error:
+            if not is_missing_error(error):
+                raise
+        # Nothing was written: the table did not exist.
+        await self.tables.ensure(conn, database, table)
+        return await asyncio.wait_for(query.run(conn), WRITE_TIMEOUT)
 
     async def _apply_in_time(self, conn: Any, request: PushRequest, retry: bool) -> dict[str, Any]:
         # A connection that went half-open would never answer: a write that
@@ -154,7 +184,10 @@ class PushWriter:
         return total
 
 
-def _result(request: PushRequest, counts: dict[str, Any], generated: list[Any]) -> dict[str, Any]:
+def push_result(
+    request: PushRequest, counts: dict[str, Any], generated: list[Any]
+) -> dict[str, Any]:
+    """The ``changeflow.push.result`` of a write whose counts are ``counts``."""
     result: dict[str, Any] = {
         "type": RESULT_TYPE,
         "id": request.id,

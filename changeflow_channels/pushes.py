@@ -32,11 +32,12 @@ class PushTooLarge(PushError):
     """A document (or list of them) over CHANGEFLOW_MAX_DOCUMENT_BYTES."""
 
 
-def check_size(data: Any, limit: int) -> None:
-    """Refuse data whose JSON is larger than ``limit`` bytes."""
+def check_size(data: Any, limit: int) -> int:
+    """Refuse data whose JSON is larger than ``limit`` bytes; return its size."""
     size = len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
     if size > limit:
         raise PushTooLarge(f"data is {size} bytes of JSON; at most {limit} are accepted")
+    return size
 
 
 @dataclass(frozen=True)

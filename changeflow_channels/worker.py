@@ -26,6 +26,7 @@ from .hooks import HandlerError, load_handlers
 from .layers import receive_forever
 from .leases import LeaseStore, redis_target
 from .names import InvalidName
+from .push_batches import POP_BATCH, PushWindow
 from .pushes import DRAIN_TYPE, error_result
 from .shared_receive import exclusive_pop
 from .sync import sync_channel
@@ -55,11 +56,14 @@ class ChangeflowWorker(Worker):
         self.stopping = asyncio.Event()
         # Several workers read the shared channels: each message must go to one only.
         self.pop = exclusive_pop(channel_layer) if flow.sharing is not None else None
+        # Pushes received and not yet written: the listener takes no more than this.
+        self.window = PushWindow()
 
     def get_or_create_application_instance(self, scope_id: str, scope: dict[str, Any]) -> Any:
-        return super().get_or_create_application_instance(
-            scope_id, {**scope, "changeflow": self.flow}
-        )
+        scope = {**scope, "changeflow": self.flow}
+        if scope_id == self.channel:
+            scope["changeflow_window"] = self.window
+        return super().get_or_create_application_instance(scope_id, scope)
 
     def run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -125,24 +129,51 @@ class ChangeflowWorker(Worker):
     async def listener(self, channel: str, route: str | None = None) -> None:
         """Receive pushes until stopped; a bad message or a failing layer never stops it.
 
-        ``route``: the channel whose consumer handles the messages (default ``channel``)."""
+        ``route``: the channel whose consumer handles the messages (default ``channel``).
+        On the push channel, what is received and not yet written stays within
+        ``self.window``; every message put into the consumer takes one place of it."""
+        window = self.window if channel == self.channel else None
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
             while not self.stopping.is_set():
-                message = await self._receive_unless_stopping(channel, stop)
-                if message is None:
+                limit = POP_BATCH
+                if window is not None:
+                    if not await self._room_unless_stopping(window, stop):
+                        return
+                    limit = window.take(POP_BATCH)
+                messages = await self._receive_unless_stopping(channel, stop, limit)
+                if window is not None:
+                    window.release(limit - len(messages or ()))
+                if messages is None:
                     return
-                if not isinstance(message, dict) or not message.get("type"):
-                    await self._refuse(message, "message has no type; expected 'changeflow.push'")
-                    continue
-                scope = {"type": "channel", "channel": route or channel}
-                queue = self.get_or_create_application_instance(route or channel, scope)
-                await queue.put(message)
+                for message in messages:
+                    if not isinstance(message, dict) or not message.get("type"):
+                        if window is not None:
+                            window.release(1)
+                        await self._refuse(
+                            message, "message has no type; expected 'changeflow.push'"
+                        )
+                        continue
+                    scope = {"type": "channel", "channel": route or channel}
+                    queue = self.get_or_create_application_instance(route or channel, scope)
+                    await queue.put(message)
         finally:
             stop.cancel()
 
-    async def _receive_unless_stopping(self, channel: str, stop: asyncio.Future[Any]) -> Any:
-        """The next message, or None once stopping.
+    async def _room_unless_stopping(self, window: PushWindow, stop: asyncio.Future[Any]) -> bool:
+        """Wait until the window has room; False once stopping."""
+        if window.room.is_set():
+            return True
+        room = asyncio.ensure_future(window.room.wait())
+        await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
+        room.cancel()
+        return not self.stopping.is_set()
+
+    async def _receive_unless_stopping(
+        self, channel: str, stop: asyncio.Future[Any], limit: int = 1
+    ) -> list[Any] | None:
+        """The next messages (up to ``limit`` where several can be taken at once),
+        or None once stopping.
 
         A receive is never cut short while it may be taking a message: a
         cancelled ``receive()`` can lose the message it was popping from Redis.
@@ -150,18 +181,21 @@ class ChangeflowWorker(Worker):
         only an idle one (nothing to pop) is cancelled. Shared channels (several
         workers) are read in short pops instead, none of them ever cancelled.
         """
-        if self.pop is not None and channel != self.own_sync_channel:
+        pop = self.pop
+        if pop is not None and channel != self.own_sync_channel:
             while not self.stopping.is_set():
-                message = await receive_forever(self.channel_layer, channel, receive=self.pop)
-                if message is not None:
-                    return message
+                messages = await receive_forever(
+                    self.channel_layer, channel, receive=lambda name: pop(name, limit)
+                )
+                if messages:
+                    return messages
             return None
         receiving = asyncio.ensure_future(receive_forever(self.channel_layer, channel))
         await asyncio.wait([receiving, stop], return_when=asyncio.FIRST_COMPLETED)
         if not receiving.done():
             await asyncio.wait([receiving], timeout=RECEIVE_GRACE)
         if receiving.done():
-            return receiving.result()
+            return [receiving.result()]
         receiving.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await receiving

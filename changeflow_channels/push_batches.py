@@ -1,0 +1,335 @@
+"""The worker's pushes, written in rounds, several per query where that is free.
+
+Each round takes every push waiting (received, in order). Consecutive inserts
+into one table whose documents all got keys of ours (none carried its own
+primary key) become one insert query; everything else is written alone, as
+before. With every key a fresh UUID, no document of such a group can collide
+with anything: one query answers for all of them exactly as separate queries
+would (each push: its documents ``inserted``, its own ``generated_keys``). Any
+doubt (an error, a lost connection, a timeout) sends the group's pushes back to
+the one-by-one path with its retry rules; there, a document found equal to ours
+under our fresh key can only be the group's attempt, and counts as inserted.
+
+Order: a table's pushes are written in the order received. A group takes a
+table's later inserts along, so pushes into *other* tables received in between
+may be written after them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import metrics
+from .connection import is_connection_error
+from .push_writer import PushWriter, push_result
+from .pushes import (
+    DRAIN_TYPE,
+    PUSH_TYPE,
+    PushError,
+    PushRequest,
+    check_size,
+    error_result,
+    parse_push,
+)
+
+logger = logging.getLogger("changeflow_channels")
+
+# Pushes the worker holds, received from Redis and not yet written: it pops no
+# more until some are written (the rest wait in Redis, for any worker). A worker
+# that is SIGKILLed loses these (their senders get no answer).
+IN_FLIGHT = 500
+# Messages one pop from Redis may take.
+POP_BATCH = 100
+# One group's insert stays far from RethinkDB's limits and the write timeout.
+GROUP_DOCUMENTS = 1_000
+GROUP_BYTES = 1 << 20
+
+SendReply = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class PushWindow:
+    """How many more messages the worker may take from its push channel."""
+
+    def __init__(self, size: int = IN_FLIGHT) -> None:
+        self.free = size
+        self.room = asyncio.Event()
+        self.room.set()
+
+    def take(self, most: int) -> int:
+        """Take up to ``most`` places (0 when there is no room)."""
+        taken = min(self.free, most)
+        self.free -= taken
+        if self.free <= 0:
+            self.room.clear()
+        return taken
+
+    def release(self, count: int) -> None:
+        self.free += count
+        if self.free > 0:
+            self.room.set()
+
+
+@dataclass
+class Received:
+    """One message of the push channel, on its way to its answer."""
+
+    message: dict[str, Any]
+    request: PushRequest | None = None  # keyed; None when refused before writing
+    generated: list[Any] = field(default_factory=list)
+    size: int = 0
+    groupable: bool = False
+    result: dict[str, Any] | None = None
+
+
+def receive(message: dict[str, Any], writer: PushWriter, max_bytes: int) -> Received:
+    """Check ``message`` and give its documents their keys (before any attempt)."""
+    item = Received(message)
+    kind = message.get("type")
+    if kind != PUSH_TYPE:
+        item.result = error_result(message.get("id"), f"unknown message type {kind!r}")
+        return item
+    try:
+        request = parse_push(message)
+        item.size = check_size(request.data, max_bytes)
+    except PushError as error:
+        item.result = error_result(message.get("id"), str(error))
+        return item
+    item.request, item.generated = writer.with_keys(request)
+    item.groupable = (
+        request.op == "insert"
+        # Keys of ours are the table's keys only if we know its primary key.
+        and writer.tables.known_primary_key(request.database, request.table) is not None
+        and len(item.generated) == len(item.request.documents)
+    )
+    return item
+
+
+@dataclass
+class Group:
+    items: list[Received]
+    documents: int
+    size: int
+
+
+def plan(items: list[Received]) -> list[Group]:
+    """The round's writes, in order: groups of groupable inserts into one table
+    (within ``GROUP_DOCUMENTS`` and ``GROUP_BYTES``), and single pushes. A
+    table's pushes keep their order: anything else for that table closes its group."""
+    groups: list[Group] = []
+    open_groups: dict[tuple[str, str], Group] = {}
+    for item in items:
+        request = item.request
+        if request is None:
+            continue  # refused: nothing to write
+        where = (request.database, request.table)
+        count = len(request.documents)
+        if not item.groupable:
+            open_groups.pop(where, None)
+            groups.append(Group([item], count, item.size))
+            continue
+        group = open_groups.get(where)
+        if (
+            group is not None
+            and group.documents + count <= GROUP_DOCUMENTS
+            and group.size + item.size <= GROUP_BYTES
+        ):
+            group.items.append(item)
+            group.documents += count
+            group.size += item.size
+        else:
+            group = Group([item], count, item.size)
+            groups.append(group)
+            open_groups[where] = group
+    return groups
+
+
+async def write_round(writer: PushWriter, items: list[Received]) -> None:
+    """Write the round's pushes; every item gets its ``result``."""
+    for group in plan(items):
+        if len(group.items) > 1:
+            await _write_group(writer, group.items)
+        else:
+            await _write_one(writer, group.items[0])
+
+
+async def _write_one(
+    writer: PushWriter, item: Received, *, retry: bool = False, give_up: float | None = None
+) -> None:
+    assert item.request is not None
+    try:
+        item.result = await writer.write_keyed(
+            item.request, item.generated, retry=retry, give_up=give_up
+        )
+    except Exception as error:  # a bug of ours must not lose the next pushes, nor the answer
+        logger.exception("push to %s failed", item.request.stream)
+        item.result = error_result(item.request.id, f"internal error: {error!r}")
+
+
+async def _write_group(writer: PushWriter, items: list[Received]) -> None:
+    first = items[0].request
+    assert first is not None
+    documents = [doc for item in items if item.request for doc in item.request.documents]
+    give_up = time.monotonic() + writer.deadline
+    try:
+        counts: dict[str, Any] | None = await writer.insert_once(
+            first.database, first.table, documents
+        )
+    except Exception as error:
+        if is_connection_error(error):
+            await writer.connection.discard()
+        logger.warning(
+            "insert of %d pushes into %s failed (%r); writing them one by one",
+            len(items),
+            first.stream,
+            error,
+        )
+        counts = None
+    if counts is not None and not counts.get("errors") and counts.get("inserted") == len(documents):
+        writer.written.add((first.database, first.table))
+        for item in items:
+            assert item.request is not None
+            inserted = {"inserted": len(item.request.documents)}
+            item.result = push_result(item.request, inserted, item.generated)
+        return
+    if counts is not None:
+        logger.warning(
+            "insert of %d pushes into %s: %s; writing them one by one",
+            len(items),
+            first.stream,
+            counts.get("first_error") or f"{counts.get('inserted')} of {len(documents)} inserted",
+        )
+    # The group may have landed in full or in part: retry rules recognise ours.
+    for item in items:
+        await _write_one(writer, item, retry=True, give_up=give_up)
+        result = item.result
+        if result is not None and result["ok"] and result.get("unchanged"):
+            result["inserted"] += result["unchanged"]  # under a fresh key of ours: ours
+            result["unchanged"] = 0
+
+
+class PushPipeline:
+    """The push consumer's messages, in order: written in rounds, each answered.
+
+    A round takes every message waiting (at most ``IN_FLIGHT``); its answers
+    are sent (one reply channel's in order, channels side by side) while the
+    next round is written, never more than one round's answers at a time.
+    A drain marker resolves once everything before it is written and answered.
+    """
+
+    def __init__(self, flow: Any, send_reply: SendReply, window: PushWindow | None) -> None:
+        self.flow = flow
+        self.send_reply = send_reply
+        self.window = window
+        self.waiting: deque[dict[str, Any]] = deque()
+        self.arrived = asyncio.Event()
+        self.task: asyncio.Future[None] | None = None
+        self.answering: asyncio.Future[None] | None = None
+
+    def put(self, message: dict[str, Any]) -> None:
+        self.waiting.append(message)
+        self.arrived.set()
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._run())
+
+    def close(self) -> None:
+        for task in (self.task, self.answering):
+            if task is not None:
+                task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            if not self.waiting:
+                self.arrived.clear()
+                await self.arrived.wait()
+                continue
+            if _is_drain(self.waiting[0]):
+                future = self.waiting.popleft()["future"]
+                await self._answered()
+                if not future.done():
+                    future.set_result(None)
+                continue
+            messages = []
+            while self.waiting and len(messages) < IN_FLIGHT and not _is_drain(self.waiting[0]):
+                messages.append(self.waiting.popleft())
+            try:
+                await self._round(messages)
+            except Exception:  # a bug of ours must not stop the pushes after these
+                logger.exception("push round of %d messages failed", len(messages))
+
+    async def _answered(self) -> None:
+        if self.answering is not None:
+            await self.answering
+            self.answering = None
+
+    async def _round(self, messages: list[dict[str, Any]]) -> None:
+        try:
+            items = [self._receive(message) for message in messages]
+            await write_round(self.flow.writer, items)
+        finally:
+            if self.window is not None:
+                self.window.release(len(messages))
+        for item in items:
+            self._account(item)
+        await self._answered()  # the previous round's answers, sent meanwhile
+        self.answering = asyncio.ensure_future(self._answer(items))
+
+    def _receive(self, message: dict[str, Any]) -> Received:
+        try:
+            return receive(message, self.flow.writer, self.flow.settings.max_document_bytes)
+        except Exception as error:  # a bug of ours: this push is answered, the others go on
+            logger.exception("push could not be read")
+            return Received(
+                message, result=error_result(message.get("id"), f"internal error: {error!r}")
+            )
+
+    def _account(self, item: Received) -> None:
+        """Metrics and the log line of one handled push."""
+        request, result = item.request, item.result
+        if result is None:  # cannot happen; never leave a sender without an answer
+            result = item.result = error_result(item.message.get("id"), "internal error")
+        metrics.count_push(result if request is not None else None)
+        if not result["ok"]:
+            message = item.message
+            logger.error(
+                "push refused (%s.%s): %s",
+                message.get("database"),
+                message.get("table"),
+                result.get("error"),
+            )
+        elif self.flow.verbose and request is not None:
+            logger.info(
+                "push %s into %s: %d inserted, %d replaced, %d unchanged, %d deleted",
+                request.op,
+                request.stream,
+                result["inserted"],
+                result["replaced"],
+                result["unchanged"],
+                result["deleted"],
+            )
+
+    async def _answer(self, items: list[Received]) -> None:
+        by_channel: dict[str, list[dict[str, Any]]] = {}
+        for item in items:
+            reply = item.message.get("reply_channel")
+            if isinstance(reply, str) and reply and item.result is not None:
+                by_channel.setdefault(reply, []).append(item.result)
+
+        async def send_in_order(channel: str, results: list[dict[str, Any]]) -> None:
+            for result in results:
+                try:
+                    await self.send_reply(channel, result)
+                except Exception:
+                    logger.exception("could not answer on %s", channel)
+
+        await asyncio.gather(*(send_in_order(c, results) for c, results in by_channel.items()))
+
+
+def _is_drain(message: dict[str, Any]) -> bool:
+    # Only the worker itself can send this: no channel-layer message can carry a Future.
+    return message.get("type") == DRAIN_TYPE and isinstance(message.get("future"), asyncio.Future)
