@@ -18,6 +18,7 @@ may be written after them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -25,9 +26,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rethinkdb.errors import ReqlError
+
 from . import metrics
 from .connection import is_connection_error
-from .push_writer import PushWriter, push_result
+from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 from .pushes import (
     DRAIN_TYPE,
     PUSH_TYPE,
@@ -108,6 +111,40 @@ def receive(message: dict[str, Any], writer: PushWriter, max_bytes: int) -> Rece
         and len(item.generated) == len(item.request.documents)
     )
     return item
+
+
+async def learn_primary_keys(
+    writer: PushWriter, items: list[Received], max_bytes: int
+) -> list[Received]:
+    """``items``, those inserted into a table whose primary key is not known yet
+    keyed again once it is (looked up when the table has several in the round:
+    only then does grouping pay). A table that is missing, or RethinkDB being
+    unreachable, leaves them as they were: written one by one."""
+    counts: dict[tuple[str, str], int] = {}
+    for item in items:
+        request = item.request
+        if request is not None and request.op == "insert" and not item.groupable:
+            where = (request.database, request.table)
+            if writer.tables.known_primary_key(*where) is None:
+                counts[where] = counts.get(where, 0) + 1
+    unknown = [where for where, count in counts.items() if count > 1]
+    if not unknown:
+        return items
+    try:
+        conn = await writer.connection.get()
+        for database, table in unknown:
+            with contextlib.suppress(ReqlError):  # a missing table: the first push creates it
+                await asyncio.wait_for(
+                    writer.tables.primary_key(conn, database, table), WRITE_TIMEOUT
+                )
+    except Exception as error:  # the writes that follow will retry, or answer the error
+        logger.debug("primary keys not looked up: %r", error)
+    return [
+        receive(item.message, writer, max_bytes)
+        if item.request is not None and (item.request.database, item.request.table) in unknown
+        else item
+        for item in items
+    ]
 
 
 @dataclass
@@ -192,6 +229,7 @@ async def _write_group(writer: PushWriter, items: list[Received]) -> None:
         counts = None
     if counts is not None and not counts.get("errors") and counts.get("inserted") == len(documents):
         writer.written.add((first.database, first.table))
+        logger.debug("%d pushes into %s written by one insert", len(items), first.stream)
         for item in items:
             assert item.request is not None
             inserted = {"inserted": len(item.request.documents)}
@@ -270,6 +308,9 @@ class PushPipeline:
     async def _round(self, messages: list[dict[str, Any]]) -> None:
         try:
             items = [self._receive(message) for message in messages]
+            items = await learn_primary_keys(
+                self.flow.writer, items, self.flow.settings.max_document_bytes
+            )
             await write_round(self.flow.writer, items)
         finally:
             if self.window is not None:

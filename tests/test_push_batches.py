@@ -1,0 +1,148 @@
+"""Pushes written in rounds (push_batches): grouping, one answer per push, and a
+group's insert under faults, against a ReQL test server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from changeflow_channels.push_batches import (
+    Received,
+    learn_primary_keys,
+    plan,
+    receive,
+    write_round,
+)
+from changeflow_channels.push_writer import PushWriter
+from changeflow_channels.pushes import PushRequest, parse_push
+
+from .test_push_writer import make_writer, stored, wait_until
+
+MAX_BYTES = 1 << 20
+
+
+def message(table: str, data, **fields) -> dict:
+    return {"type": "changeflow.push", "database": "d", "table": table, "data": data, **fields}
+
+
+async def keyed_writer(url: str, deadline: float = 10.0) -> PushWriter:
+    """A writer that knows the primary key of d.t and d.u (the worker learns it
+    from RethinkDB's table config when it follows the table)."""
+    writer = make_writer(url, deadline)
+    for table in ("t", "u"):
+        writer.tables.remember("d", table, "id")
+    return writer
+
+
+def make_push(table: str, data) -> PushRequest:
+    return parse_push(message(table, data))
+
+
+def received(writer: PushWriter, messages: list[dict]) -> list[Received]:
+    return [receive(m, writer, MAX_BYTES) for m in messages]
+
+
+def check_answers(items: list[Received], docs: list[dict]) -> None:
+    """Every push inserted exactly its documents, under the keys it was answered with."""
+    by_key = {doc["id"]: doc for doc in docs}
+    for item in items:
+        result = item.result
+        data = item.message["data"]
+        sent = data if isinstance(data, list) else [data]
+        assert result is not None and result["ok"] is True, result
+        assert result["inserted"] == len(sent), result
+        assert result["unchanged"] == result["replaced"] == result["errors"] == 0, result
+        mine = [
+            {k: v for k, v in by_key[key].items() if k != "id"} for key in result["generated_keys"]
+        ]
+        assert mine == sent
+    assert len(docs) == sum(len(item.result["generated_keys"]) for item in items)
+
+
+async def test_plan_groups_a_tables_inserts_and_keeps_each_tables_order(reql_server):
+    writer = await keyed_writer(reql_server.url)
+    items = received(
+        writer,
+        [
+            message("t", {"n": 0}),  # 0: group t
+            message("u", {"n": 1}),  # 1: group u
+            message("t", [{"n": 2}, {"n": 3}]),  # 2: group t
+            message("t", {"id": "own", "n": 4}),  # 3: its own key: alone, closes group t
+            message("t", {"n": 5}),  # 4: a new group t, after 3
+            message("u", {"n": 6}, op="upsert"),  # 5: alone, closes group u
+            message("u", {"n": 7}),  # 6: a new group u
+            message("x", {"n": 8}),  # 7: primary key not known yet: alone
+            message("t", "not a document"),  # 8: refused, nothing to write
+            {"type": "changeflow.unknown", "id": 9},  # 9: refused
+            message("t", {"n": 10}),  # 10: joins the group of 4
+        ],
+    )
+    groups = [[items.index(item) for item in group.items] for group in plan(items)]
+    assert groups == [[0, 2], [1], [3], [4, 10], [5], [6], [7]]
+    assert items[8].result["error"].startswith("data must be an object")
+    assert items[9].result["error"] == "unknown message type 'changeflow.unknown'"
+
+
+async def test_a_round_answers_each_push_with_its_own_counts_and_keys(reql_server):
+    writer = await keyed_writer(reql_server.url)
+    assert (await writer.write(make_push("t", {"n": -1})))["ok"]  # the table exists
+    batch = [message("t", {"n": n}, id=n) for n in range(40)]
+    batch[7] = message("t", [{"n": 7}, {"n": 7.5}], id=7)
+    items = received(writer, batch)
+    assert len(plan(items)) == 1  # one insert query for all forty
+    await write_round(writer, items)
+    assert [item.result["id"] for item in items] == list(range(40))
+    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+
+
+async def test_bad_and_duplicate_pushes_in_a_round_do_not_touch_their_neighbours(reql_server):
+    writer = await keyed_writer(reql_server.url)
+    assert (await writer.write(make_push("t", {"id": "dup", "n": -1})))["ok"]
+    batch = [message("t", {"n": n}, id=n) for n in range(30)]
+    batch[10] = message("t", {"id": "dup", "n": 10}, id=10)  # a duplicate key
+    batch[20] = message("t", {"n": float("nan")}, id=20)  # not JSON
+    items = received(writer, batch)
+    await write_round(writer, items)
+    assert "Duplicate primary key" in items[10].result["error"]
+    assert items[10].result["ok"] is False and items[10].result["id"] == 10
+    assert "JSON cannot carry" in items[20].result["error"]
+    good = [item for n, item in enumerate(items) if n not in (10, 20)]
+    check_answers(good, [doc for doc in stored(reql_server) if doc["id"] != "dup"])
+
+
+async def test_a_group_whose_answer_is_lost_is_written_once(reql_server):
+    writer = await keyed_writer(reql_server.url)
+    assert (await writer.write(make_push("t", {"n": -1})))["ok"]
+    items = received(writer, [message("t", {"n": n}) for n in range(25)])
+    reql_server.freeze()  # the server still writes, but answers nothing
+    task = asyncio.ensure_future(write_round(writer, items))
+    await wait_until(lambda: len(stored(reql_server)) == 26)
+    reql_server.drop_connections()  # the answer is lost with the connection
+    reql_server.thaw()
+    await asyncio.wait_for(task, 20)
+    # Each push recognised its documents of the group's attempt: inserted, once.
+    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+
+
+async def test_a_group_sent_while_rethinkdb_is_down_is_written_once_it_is_back(reql_server, caplog):
+    writer = await keyed_writer(reql_server.url)
+    assert (await writer.write(make_push("t", {"n": -1})))["ok"]
+    items = received(writer, [message("t", {"n": n}) for n in range(25)])
+    reql_server.call(lambda: reql_server.server.stop())
+    with caplog.at_level(logging.WARNING, logger="changeflow_channels"):
+        task = asyncio.ensure_future(write_round(writer, items))
+        await wait_until(lambda: "retrying push" in caplog.text)
+    reql_server.call(reql_server.server.start)
+    await asyncio.wait_for(task, 20)
+    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+
+
+async def test_a_tables_unknown_primary_key_is_looked_up_for_a_group(reql_server):
+    writer = make_writer(reql_server.url)  # knows no primary key yet
+    assert (await writer.write(make_push("t", {"n": -1})))["ok"]  # creates d.t
+    items = received(writer, [message("t", {"n": n}) for n in range(10)])
+    assert len(plan(items)) == 10  # the key guessed ("id") is not trusted for a group
+    items = await learn_primary_keys(writer, items, MAX_BYTES)
+    assert len(plan(items)) == 1
+    await write_round(writer, items)
+    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
