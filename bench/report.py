@@ -37,6 +37,13 @@ GOALS: list[tuple[str, str, str, Any]] = [
         "≥ 0.8 x ceiling_insert_per_s",
         lambda f: f["push_per_s"] / f["ceiling_insert_per_s"],
     ),
+    (
+        # Not an issue goal: what the channel layer lets through, the bound that binds.
+        "pushes, against the channel layer",
+        "push_per_s",
+        "≥ 0.8 x ceiling_send_per_s",
+        lambda f: f["push_per_s"] / f["ceiling_send_per_s"],
+    ),
 ]
 
 
