@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_DOCUMENT_BYTES": 1048576,
     "RECHECK_EVERY": 30.0,
     "SEND_QUEUE": 1000,
-    "BATCH_SIZE": 100,
+    "BATCH_SIZE": 1000,
+    "BATCH_BYTES": 262144,
     "LEASE_TIME": 10.0,
     "REDIS": None,
     "METRICS_PORT": None,
@@ -65,6 +66,7 @@ class ChangeflowSettings:
     recheck_every: float
     send_queue: int
     batch_size: int
+    batch_bytes: int
     lease_time: float
     redis: str | None
     metrics_port: int | None

@@ -9,11 +9,19 @@ from typing import Any
 
 from . import metrics
 from .changes import BATCH_TYPE
+from .group_sender import GroupSender, MessageTooLarge, Sent
 from .hooks import HookRunner
 
 logger = logging.getLogger("changeflow_channels")
 
-MAX_PENDING = 1000  # changes waiting per stream before the feed waits
+MAX_PENDING = 1000  # changes waiting per stream before the feed waits (at least a batch)
+# A member channel with this many messages waiting: its consumer is behind. The
+# next message then waits (BEHIND_WAIT per message waiting, at most BEHIND_WAIT_MAX)
+# for a full batch: as late as it would be read anyway, and fewer, larger
+# messages let the consumer catch up instead of overflowing its channel.
+BEHIND = 3
+BEHIND_WAIT = 0.001
+BEHIND_WAIT_MAX = 0.05
 
 
 class Delivery:
@@ -22,9 +30,13 @@ class Delivery:
     One sender per stream keeps the changes in ``seq`` order. A change that
     finds its stream idle goes out at once; changes that pile up while a send
     is in flight travel together as one ``changeflow.batch`` (at most
-    ``batch_size``, CHANGEFLOW_BATCH_SIZE): one channel-layer message instead of many, which is what
-    lets a busy table outrun the channel layer's per-message cost. Beyond
-    ``MAX_PENDING`` waiting changes the feed waits (backpressure), so memory
+    ``batch_size``, CHANGEFLOW_BATCH_SIZE, and about ``batch_bytes``,
+    CHANGEFLOW_BATCH_BYTES, serialized): one channel-layer message instead of
+    many, which is what lets a busy table outrun the channel layer's
+    per-message cost. How many changes fit in ``batch_bytes`` is learnt from
+    the stream's last message; a batch found larger is split before anything
+    is sent (a single change larger than the bound still goes, alone). Beyond
+    ``max_pending`` waiting changes the feed waits (backpressure), so memory
     stays bounded and RethinkDB holds the rest.
 
     A channel layer that fails (Redis down or restarting) is retried with
@@ -32,14 +44,27 @@ class Delivery:
     """
 
     def __init__(
-        self, channel_layer: Any, hooks: HookRunner, *, verbose: bool, batch_size: int = 100
+        self,
+        channel_layer: Any,
+        hooks: HookRunner,
+        *,
+        verbose: bool,
+        batch_size: int = 1000,
+        batch_bytes: int = 262_144,
     ) -> None:
         self.channel_layer = channel_layer
+        self.sender = GroupSender(channel_layer)
         self.batch_size = max(1, batch_size)
+        self.batch_bytes = max(1, batch_bytes)
+        self.max_pending = max(MAX_PENDING, self.batch_size)
         self.hooks = hooks
         self.verbose = verbose
         self._pending: dict[str, list[dict[str, Any]]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
+        # Bytes per change of each stream's last message: how many fit in batch_bytes.
+        self._change_bytes: dict[str, float] = {}
+        # Streams whose sender waits for a full batch: (batch size, set when there).
+        self._gathering: dict[str, tuple[int, asyncio.Event]] = {}
         self._room = asyncio.Event()
         self._room.set()
         # Several workers (table_sharing.py): a stream whose lease is no longer
@@ -61,10 +86,14 @@ class Delivery:
 
     async def __call__(self, message: dict[str, Any]) -> None:
         stream = f"{message['database']}.{message['table']}"
-        while len(self._pending.get(stream, ())) >= MAX_PENDING:
+        while len(self._pending.get(stream, ())) >= self.max_pending:
             self._room.clear()
             await self._room.wait()
-        self._pending.setdefault(stream, []).append(message)
+        pending = self._pending.setdefault(stream, [])
+        pending.append(message)
+        gathering = self._gathering.get(stream)
+        if gathering is not None and len(pending) >= gathering[0]:
+            gathering[1].set()
         if stream not in self._senders:
             self._senders[stream] = asyncio.ensure_future(self._send_all(stream))
 
@@ -78,48 +107,97 @@ class Delivery:
         try:
             while self._pending.get(stream):
                 pending = self._pending[stream]
-                batch, self._pending[stream] = (
-                    pending[: self.batch_size],
-                    pending[self.batch_size :],
-                )
+                limit = self._limit(stream)
+                batch, self._pending[stream] = pending[:limit], pending[limit:]
                 self._room.set()
                 if self.may_send is not None and not self.may_send(stream):
                     logger.warning("%s: %d change(s) not sent: lease lost", stream, len(batch))
                     continue
-                first = batch[0]
-                message = first
-                if len(batch) > 1:
-                    message = {
-                        "type": BATCH_TYPE,
-                        "database": first["database"],
-                        "table": first["table"],
-                        "changes": batch,
-                    }
-                if not await self._group_send(stream, message):
+                result = await self._send_batch(stream, batch)
+                if result is None:
                     continue
-                stream_metrics.sent(batch)
-                for message in batch:
+                sent, backlog = result
+                stream_metrics.sent(sent)
+                for message in sent:
                     if self.verbose:
                         logger.info("%s #%d %s", stream, message["seq"], message["change"]["type"])
                     self.hooks.submit(message["database"], message["table"], message["change"])
+                if backlog >= BEHIND:
+                    await self._gather(stream, min(BEHIND_WAIT_MAX, backlog * BEHIND_WAIT))
         finally:
             self._pending.pop(stream, None)
             del self._senders[stream]
             self._room.set()
 
-    async def _group_send(self, group: str, message: dict[str, Any]) -> bool:
-        """Send, retrying while the layer fails; False if the lease was lost meanwhile."""
+    def _limit(self, stream: str) -> int:
+        """Changes of ``stream`` for its next message: ``batch_size``, fewer when
+        they would not fit in ``batch_bytes``."""
+        change_bytes = self._change_bytes.get(stream)
+        if not change_bytes:
+            return self.batch_size
+        return max(1, min(self.batch_size, int(self.batch_bytes / change_bytes)))
+
+    async def _gather(self, stream: str, seconds: float) -> None:
+        """Until a full batch of ``stream`` is pending, for at most ``seconds``."""
+        limit = self._limit(stream)
+        if len(self._pending.get(stream, ())) >= limit:
+            return
+        full = asyncio.Event()
+        self._gathering[stream] = (limit, full)
+        try:
+            await asyncio.wait_for(full.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            del self._gathering[stream]
+
+    async def _send_batch(
+        self, stream: str, batch: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], int] | None:
+        """Send ``batch`` as one message, or only its head when the whole is over
+        ``batch_bytes`` (the rest goes back in front of the pending changes).
+        Returns the changes sent and the receivers' backlog (see ``Sent``); None
+        if the lease was lost meanwhile."""
+        while True:
+            first = batch[0]
+            message = first
+            if len(batch) > 1:
+                message = {
+                    "type": BATCH_TYPE,
+                    "database": first["database"],
+                    "table": first["table"],
+                    "changes": batch,
+                }
+            try:
+                sent = await self._group_send(
+                    stream, message, self.batch_bytes if len(batch) > 1 else None
+                )
+            except MessageTooLarge as error:
+                self._change_bytes[stream] = error.size / len(batch)
+                keep = max(1, min(len(batch) - 1, len(batch) * self.batch_bytes // error.size))
+                self._pending[stream] = batch[keep:] + self._pending.get(stream, [])
+                batch = batch[:keep]
+                continue
+            if sent is None:
+                return None
+            if sent.size:
+                self._change_bytes[stream] = sent.size / len(batch)
+            return batch, sent.backlog
+
+    async def _group_send(
+        self, group: str, message: dict[str, Any], max_bytes: int | None
+    ) -> Sent | None:
+        """Send, retrying while the layer fails; None if the lease was lost meanwhile."""
         delay = 0.1
         while True:
             try:
-                await self.channel_layer.group_send(group, message)
-                return True
-            except asyncio.CancelledError:
+                return await self.sender.send(group, message, max_bytes)
+            except (asyncio.CancelledError, MessageTooLarge):
                 raise
             except Exception as error:
                 if self.may_send is not None and not self.may_send(group):
                     logger.warning("%s: changes not sent: lease lost (%r)", group, error)
-                    return False
+                    return None
                 logger.warning("channel layer unavailable (%r); retrying in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

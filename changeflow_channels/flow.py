@@ -76,7 +76,11 @@ class Flow:
         self.writer = PushWriter(self._write_connection, self.tables, settings.push_timeout)
         self.hooks = HookRunner(handlers, settings.handler_timeout)
         self.delivery = Delivery(
-            channel_layer, self.hooks, verbose=self.verbose, batch_size=settings.batch_size
+            channel_layer,
+            self.hooks,
+            verbose=self.verbose,
+            batch_size=settings.batch_size,
+            batch_bytes=settings.batch_bytes,
         )
         self.discovery = TableDiscovery(
             self.r, self.address, self._table_added, self._table_removed
