@@ -96,5 +96,10 @@ def change_frame(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def encode(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"))
+# One encoder for every frame: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode(frame: Any) -> str:
+    """A frame (or a list of frames) as compact JSON text."""
+    return _ENCODER.encode(frame)

@@ -157,6 +157,65 @@ async def test_a_worker_that_does_not_answer_becomes_a_resync(client):
     assert got[1]["reason"] == "unavailable" and got[2]["seq"] == 5
 
 
+def batch(*seqs: int, epoch: str = "e1") -> dict:
+    return {
+        "type": "changeflow.batch",
+        "database": "db",
+        "table": "t",
+        "changes": [change(seq, epoch) for seq in seqs],
+    }
+
+
+async def test_a_batch_that_continues_a_plain_subscription_goes_whole(client):
+    """One batch frame, its changes in order, the position after it kept: a batch
+    that skips ahead is held for a sync (the rules per change), and so is one
+    after a named subscription joined."""
+    layer = get_channel_layer()
+    await subscribe(client)
+    await layer.group_send("db.t", batch(1, 2, 3))
+    await layer.group_send("db.t", batch(4, 5))
+    got = await frames(client, 2)
+    assert [f["event"] for f in got] == ["batch", "batch"]
+    assert [e["seq"] for f in got for e in f["events"]] == [1, 2, 3, 4, 5]
+    assert got[0]["events"][0] == {
+        "event": "change",
+        "stream": "db.t",
+        "type": "add",
+        "old_val": None,
+        "new_val": {"id": 1},
+        "epoch": "e1",
+        "seq": 1,
+    }
+    await layer.group_send("db.t", batch(7, 8))  # 6 was lost
+    request = await worker_request()
+    assert request["since"] == {"epoch": "e1", "seq": 5}
+    await layer.send(
+        request["reply_channel"],
+        {
+            "type": "changeflow.sync.result",
+            "id": request["id"],
+            "database": "db",
+            "table": "t",
+            "epoch": "e1",
+            "seq": 8,
+            "changes": [change(6), change(7), change(8)],
+            "resync": None,
+            "snapshot": None,
+        },
+    )
+    got = await frames(client, 3)
+    assert [(f["event"], f["seq"]) for f in got] == [("change", 6), ("change", 7), ("change", 8)]
+    await subscribe(client, sub="named")
+    await layer.group_send("db.t", batch(9, 10))
+    (got,) = await frames(client, 1)
+    assert [(e["seq"], e.get("sub")) for e in got["events"]] == [
+        (9, None),
+        (9, "named"),
+        (10, None),
+        (10, "named"),
+    ]
+
+
 async def test_bad_since_is_refused(client):
     await client.send_json_to(
         {"action": "subscribe", "stream": "db.t", "since": {"seq": -1}, "id": 9}
