@@ -32,7 +32,7 @@ def build_change(item: dict[str, Any], *, initial_as_add: bool = False) -> dict[
     kind = item.get("type")
     if kind == "initial":
         kind = "add" if initial_as_add else "initial"
-    else:
+    elif kind not in ("add", "change", "remove"):
         kind = change_kind(item)
     return {
         "type": kind,

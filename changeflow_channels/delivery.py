@@ -118,10 +118,13 @@ class Delivery:
                     continue
                 sent, backlog = result
                 stream_metrics.sent(sent)
-                for message in sent:
-                    if self.verbose:
-                        logger.info("%s #%d %s", stream, message["seq"], message["change"]["type"])
-                    self.hooks.submit(message["database"], message["table"], message["change"])
+                if self.verbose or self.hooks.handlers:  # else nothing to do per change
+                    for message in sent:
+                        if self.verbose:
+                            logger.info(
+                                "%s #%d %s", stream, message["seq"], message["change"]["type"]
+                            )
+                        self.hooks.submit(message["database"], message["table"], message["change"])
                 if backlog >= BEHIND:
                     await self._gather(stream, min(BEHIND_WAIT_MAX, backlog * BEHIND_WAIT))
         finally:

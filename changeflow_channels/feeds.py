@@ -153,8 +153,9 @@ class TableFeed:
     async def _read(self, cursor: Any) -> None:
         # Everything read is delivered, even while stopping: stop() closes the
         # connection, which is what ends this loop.
+        now = asyncio.get_running_loop().time
         async for item in cursor:
-            self.last_read = asyncio.get_running_loop().time()
+            self.last_read = now()
             kind = item.get("type")
             if kind == "state":
                 if item.get("state") == "ready":

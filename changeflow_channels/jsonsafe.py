@@ -28,16 +28,30 @@ def _iso8601(value: dict[str, Any]) -> str | float:
 
 
 def json_safe(value: Any) -> Any:
-    """A copy of ``value`` with times and binary turned into strings."""
+    """``value`` with times and binary turned into strings.
+
+    Containers are changed in place and returned (no copy: the worker calls
+    this once per change on values the driver has just decoded, which nobody
+    else holds); a pseudo-type at the top is returned converted."""
     if isinstance(value, dict):
         reql_type = value.get("$reql_type$")
         if reql_type == "TIME":
             return _iso8601(value)
         if reql_type == "BINARY":
             return value.get("data", "")
-        return {key: json_safe(item) for key, item in value.items()}
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                safe = json_safe(item)
+                if safe is not item:
+                    value[key] = safe  # replacing a value while iterating is allowed
+        return value
     if isinstance(value, list):
-        return [json_safe(item) for item in value]
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list):
+                safe = json_safe(item)
+                if safe is not item:
+                    value[index] = safe
+        return value
     return value
 
 
