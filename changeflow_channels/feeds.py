@@ -21,7 +21,7 @@ from .connection import (
     is_connection_error,
     keepalive,
 )
-from .jsonsafe import json_safe
+from .jsonsafe import RawDecoder, json_safe
 from .rethinkdb_url import RethinkDBAddress
 from .table_state import TableState
 
@@ -140,7 +140,7 @@ class TableFeed:
             include_initial=mirrored or self.announce_initial,
             include_states=True,
             include_types=True,
-        ).run(conn, **RAW_FORMATS)
+        ).run(conn, **RAW_FORMATS, json_decoder=RawDecoder)
         self.state.reset(uuid.uuid4().hex, mirrored=mirrored)
         self.caught_up_event.clear()
         logger.info("following %s (epoch %s)", self.stream, self.state.epoch)
