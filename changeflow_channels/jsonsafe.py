@@ -30,6 +30,9 @@ def _iso8601(value: dict[str, Any]) -> str | float:
         return epoch_time
 
 
+_CONTAINERS = (dict, list)  # a tuple: ``dict | list`` would build a union object per call
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with times and binary turned into strings.
 
@@ -43,14 +46,14 @@ def json_safe(value: Any) -> Any:
         if reql_type == "BINARY":
             return value.get("data", "")
         for key, item in value.items():
-            if isinstance(item, dict | list):
+            if isinstance(item, _CONTAINERS):
                 safe = json_safe(item)
                 if safe is not item:
                     value[key] = safe  # replacing a value while iterating is allowed
         return value
     if isinstance(value, list):
         for index, item in enumerate(value):
-            if isinstance(item, dict | list):
+            if isinstance(item, _CONTAINERS):
                 safe = json_safe(item)
                 if safe is not item:
                     value[index] = safe
