@@ -9,7 +9,8 @@ import time
 
 from channels_redis.core import RedisChannelLayer
 
-from . import stack
+from . import receiver, stack
+from .receiver import receive_and_time
 
 NAME = "ceiling_group_send"
 DESCRIPTION = "channels_redis group_send messages/s to one receiver, unbatched"
@@ -23,39 +24,24 @@ def layer(url: str) -> RedisChannelLayer:
 
 
 async def receive(url: str, count: int) -> None:
-    """The receiver: joins the group, says ``ready``, receives ``count`` messages,
-    prints the seconds from the first to the last."""
-    receiver = layer(url)
-    channel = await receiver.new_channel()
-    await receiver.group_add(GROUP, channel)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    await receiver.receive(channel)
-    started = time.monotonic()
-    for _ in range(count - 1):
-        await receiver.receive(channel)
-    sys.stdout.write(f"{time.monotonic() - started}\n")
-    sys.stdout.flush()
-    await receiver.close_pools()
+    """The receiver process: joins the group, then receives and times ``count`` messages."""
+    reader = layer(url)
+    channel = await reader.new_channel()
+    await reader.group_add(GROUP, channel)
+    await receive_and_time(reader, channel, count)
 
 
 async def run(quick: bool = False) -> dict[str, float]:
     count = 3_000 if quick else 10_000
     url = stack.get().redis.url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.ceiling_group_send", url, str(count),
-        stdout=asyncio.subprocess.PIPE, cwd=str(stack.REPO),
-    )  # fmt: skip
-    assert process.stdout is not None
-    await asyncio.wait_for(process.stdout.readline(), 30)
+    process = await receiver.start("bench.ceiling_group_send", url, count)
     sender = layer(url)
     message = {"type": "bench.message", "change": {"type": "add", "new_val": {"n": 0}}, "seq": 0}
     started = time.monotonic()
     for seq in range(count):
         await sender.group_send(GROUP, {**message, "seq": seq})
     sent = time.monotonic() - started
-    received = float(await asyncio.wait_for(process.stdout.readline(), 120))
-    await process.wait()
+    received = await receiver.elapsed(process)
     await sender.close_pools()
     # Sender and receiver each pay per message; the slower of the two sets the pace.
     return {"ceiling_group_send_per_s": count / max(sent, received)}

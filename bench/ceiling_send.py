@@ -19,7 +19,8 @@ from channels_redis.core import RedisChannelLayer
 
 from changeflow_channels.pushes import build_push
 
-from . import stack
+from . import receiver, stack
+from .receiver import receive_and_time
 
 NAME = "ceiling_send"
 DESCRIPTION = "channels_redis send of push-sized messages/s to one channel, bare receive loop"
@@ -70,36 +71,20 @@ def split(count: int, tasks: int = SENDERS) -> list[range]:
 
 
 async def receive(url: str, count: int) -> None:
-    """The receiver: says ``ready``, receives ``count`` messages, prints the
-    seconds from the first to the last."""
-    receiver = layer(url)
-    sys.stdout.write("ready\n")
-    sys.stdout.flush()
-    await receiver.receive(CHANNEL)
-    started = time.monotonic()
-    for _ in range(count - 1):
-        await receiver.receive(CHANNEL)
-    sys.stdout.write(f"{time.monotonic() - started}\n")
-    sys.stdout.flush()
-    await receiver.close_pools()
+    """The receiver process: receives and times ``count`` messages."""
+    await receive_and_time(layer(url), CHANNEL, count)
 
 
 async def run(quick: bool = False) -> dict[str, float]:
     count = 3_000 if quick else 10_000
     url = stack.get().redis.url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.ceiling_send", url, str(count),
-        stdout=asyncio.subprocess.PIPE, cwd=str(stack.REPO),
-    )  # fmt: skip
-    assert process.stdout is not None
-    await asyncio.wait_for(process.stdout.readline(), 30)
+    process = await receiver.start("bench.ceiling_send", url, count)
     sender = layer(url)
     messages = [[push_message(n) for n in part] for part in split(count)]
     started = time.monotonic()
     await send_all(sender, CHANNEL, messages)
     sent = time.monotonic() - started
-    received = float(await asyncio.wait_for(process.stdout.readline(), 120))
-    await process.wait()
+    received = await receiver.elapsed(process)
     await sender.close_pools()
     # Sender and receiver each pay per message; the slower of the two sets the pace.
     return {
