@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_DOCUMENT_BYTES": 1048576,
     "RECHECK_EVERY": 30.0,
     "SEND_QUEUE": 1000,
+    "SEND_QUEUE_BYTES": 16 * 1024 * 1024,
     "BATCH_SIZE": 1000,
     "BATCH_BYTES": 262144,
     "LEASE_TIME": 10.0,
@@ -65,6 +66,7 @@ class ChangeflowSettings:
     max_document_bytes: int
     recheck_every: float
     send_queue: int
+    send_queue_bytes: int
     batch_size: int
     batch_bytes: int
     lease_time: float

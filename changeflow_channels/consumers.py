@@ -193,7 +193,21 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         self.subscriptions: dict[tuple[str, Any], Subscription] = {}
         await self.accept()
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (a clean disconnect, an error, a cancel):
+            # its tasks stop, its gauges come down, its groups are left.
+            await self._clean_up()
+
     async def disconnect(self, code: int) -> None:
+        await self._clean_up()
+
+    async def _clean_up(self) -> None:
+        if getattr(self, "cleaned_up", False):
+            return
+        self.cleaned_up = True
         if hasattr(self, "rechecks"):
             metrics.WEBSOCKET_CLIENTS.dec()
             self.rechecks.cancel()
@@ -222,7 +236,8 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
                 message = (
                     f"your subscription to {sub.stream} has ended: logged out or permission revoked"
                 )
-                await self.send_frame(sub.tag(error_frame(FORBIDDEN, message)))
+                # Through _out: behind the changes of a batch being handled right now.
+                await self._out(sub.tag(error_frame(FORBIDDEN, message)))
 
     @property
     def user(self) -> Any:
@@ -266,21 +281,27 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         """Queue a frame (a dict, or its JSON text) for the client."""
         if getattr(self, "closing", False):
             return
-        if self.outgoing.full():
+        text = frame if isinstance(frame, str) else encode(frame)
+        # A batch frame may carry many changes: bound the bytes waiting, not only the frames.
+        queued = getattr(self, "queued_bytes", 0) + len(text)
+        if self.outgoing.full() or queued > self.settings.send_queue_bytes:
             if not getattr(self, "too_slow", False):
                 self.too_slow = True
                 self.closing = True
                 logger.warning(
-                    "closing a websocket too slow to read (%d frames waiting)",
+                    "closing a websocket too slow to read (%d frames, %d bytes waiting)",
                     self.outgoing.qsize(),
+                    queued - len(text),
                 )
                 await self.close(code=CLOSE_TOO_SLOW)
             return
-        self.outgoing.put_nowait((frame if isinstance(frame, str) else encode(frame), read_at))
+        self.queued_bytes = queued
+        self.outgoing.put_nowait((text, read_at))
 
     async def _write_forever(self) -> None:
         while True:
             text, read_at = await self.outgoing.get()
+            self.queued_bytes -= len(text)
             if getattr(self, "closing", False):
                 return  # closed: what is still queued is dropped
             await self.send(text_data=text)

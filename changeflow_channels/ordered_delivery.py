@@ -22,8 +22,8 @@ from channels.consumer import get_handler_name
 
 from .changes import BATCH_TYPE, CHANGE_TYPE
 from .filters import Filter, seen_through
-from .permissions import apply_row_rule, has_row_rule
-from .protocol import change_frame, encode
+from .permissions import RowRuleError, apply_row_rule, has_row_rule
+from .protocol import UNAVAILABLE, change_frame, encode, error_frame
 from .sync import SYNC_TYPE, sync_channel
 
 logger = logging.getLogger("changeflow_channels")
@@ -74,7 +74,7 @@ class Subscription:
 
 class OrderedDeliveryMixin:
     """The ``changeflow.change`` / ``changeflow.batch`` / ``changeflow.sync.result``
-    handlers of ``ChangeflowConsumer``. Needs ``send_frame``, ``channel_layer``,
+    handlers of ``ChangeflowConsumer``. Needs ``send_frame``, ``_leave``, ``channel_layer``,
     ``channel_name``, ``settings``, ``policy``, ``user`` and
     ``subscriptions: dict[tuple[stream, name], Subscription]``."""
 
@@ -86,6 +86,7 @@ class OrderedDeliveryMixin:
     user: Any
 
     send_frame: Callable[..., Awaitable[None]]  # the consumer's: (frame, read_at=None)
+    _leave: Callable[[tuple[str, Any]], Awaitable[None]]  # ends a subscription
 
     def subscriptions_of(self, stream: str) -> list[Subscription]:
         return [sub for sub in self.subscriptions.values() if sub.stream == stream]
@@ -96,11 +97,20 @@ class OrderedDeliveryMixin:
         """Changes skip Channels' ``close_old_connections`` before each message (a
         hop to the one sync thread per message and client: what made fan-out slow),
         unless the policy's row rule, which may use the database, is asked."""
-        policy = getattr(self, "policy", None)
-        if message.get("type") in LIVE_TYPES and policy is not None and not has_row_rule(policy):
-            await getattr(self, get_handler_name(message))(message)
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind.startswith("changeflow."):
+            await super().dispatch(message)  # type: ignore[misc]
             return
-        await super().dispatch(message)  # type: ignore[misc]
+        try:
+            policy = getattr(self, "policy", None)
+            if kind in LIVE_TYPES and policy is not None and not has_row_rule(policy):
+                await getattr(self, get_handler_name(message))(message)
+            else:
+                await super().dispatch(message)  # type: ignore[misc]
+        except Exception:
+            # A bug must not close the connection: positions are per change, so a
+            # change skipped here is a gap the next one finds (and heals or resyncs).
+            logger.exception("delivering a %r message failed; the connection stays open", kind)
 
     async def changeflow_change(self, message: dict[str, Any]) -> None:
         for sub in self.subscriptions_of(f"{message['database']}.{message['table']}"):
@@ -115,8 +125,15 @@ class OrderedDeliveryMixin:
         try:
             for change in message["changes"]:
                 await self.changeflow_change(change)
+        except Exception:
+            self._collected = None
+            await self._send_collected(frames)  # what was delivered before the failure
+            raise
         finally:
             self._collected = None
+        await self._send_collected(frames)
+
+    async def _send_collected(self, frames: list[tuple[str, float | None]]) -> None:
         if len(frames) == 1:
             await self.send_frame(*frames[0])
         elif frames:
@@ -176,7 +193,11 @@ class OrderedDeliveryMixin:
         snapshot = message.get("snapshot")
         if snapshot is not None:
             sub.epoch, sub.seq = message["epoch"], message["seq"]
-            documents = await self._visible_documents(sub, snapshot["documents"])
+            try:
+                documents = await self._visible_documents(sub, snapshot["documents"])
+            except RowRuleError as error:
+                await self._row_rule_failed(sub, error)
+                return
             await self.send_frame(
                 sub.tag(
                     {
@@ -252,9 +273,17 @@ class OrderedDeliveryMixin:
         """Send one change as this subscription sees it: through the policy's row
         rule and the subscription's filter (a hidden change sends nothing).
         Replayed (not ``live``) changes stay out of the send lag metric."""
+        if self.subscriptions.get(sub.key) is not sub:
+            return  # ended meanwhile (a row rule failed, a re-check, an unsubscribe)
         change = message["change"]
         if has_row_rule(self.policy):
-            change = await apply_row_rule(self.policy, self.user, sub.stream, change)
+            try:
+                change = await apply_row_rule(self.policy, self.user, sub.stream, change)
+            except RowRuleError as error:
+                await self._row_rule_failed(sub, error)
+                return
+            if self.subscriptions.get(sub.key) is not sub:
+                return  # ended while the rule ran: its end is already on its way
             if change is not None:
                 change = seen_through(change, sub.filter.matches if sub.filter else _everything)
         elif sub.filter is not None:
@@ -272,6 +301,16 @@ class OrderedDeliveryMixin:
             await self._out(text, read_at)
         else:
             await self._out(sub.tag(change_frame(message)), read_at)
+
+    async def _row_rule_failed(self, sub: Subscription, error: RowRuleError) -> None:
+        """Nothing of the stream may be shown when the rule cannot say what: the
+        subscription ends, and the client is told (after what it already got)."""
+        logger.error("row rule failed on %s; ending the subscription: %s", sub.stream, error)
+        await self._leave(sub.key)
+        message = (
+            f"your subscription to {sub.stream} has ended: the server could not check your rows"
+        )
+        await self._out(sub.tag(error_frame(UNAVAILABLE, message)))
 
     async def _visible_documents(
         self, sub: Subscription, documents: list[dict[str, Any]]

@@ -163,6 +163,17 @@ async def apply_row_rule(policy: Any, user: Any, stream: str, change: dict[str, 
     rule = getattr(policy, "filter_change", None)
     if rule is None:
         return change
-    if inspect.iscoroutinefunction(rule):
-        return await rule(user, stream, change)
-    return await sync_to_async(rule, thread_sensitive=True)(user, stream, change)
+    try:
+        if inspect.iscoroutinefunction(rule):
+            return await rule(user, stream, change)
+        return await sync_to_async(rule, thread_sensitive=True)(user, stream, change)
+    except Exception as error:
+        raise RowRuleError(stream, f"{type(policy).__name__}.filter_change: {error!r}") from error
+
+
+class RowRuleError(Exception):
+    """The policy's row rule raised: what this user may see of ``stream`` is unknown."""
+
+    def __init__(self, stream: str, detail: str) -> None:
+        super().__init__(detail)
+        self.stream = stream

@@ -18,11 +18,19 @@ from changeflow_channels.consumers import CLOSE_TOO_SLOW, ChangeflowConsumer
 pytestmark = pytest.mark.django_db
 
 
-async def test_a_client_too_slow_to_read_is_closed_with_4009():
+@pytest.mark.parametrize(
+    ("limits", "padding"),
+    [
+        ({"CHANGEFLOW_SEND_QUEUE": 5}, 0),  # by frames waiting
+        # by bytes waiting: a batch frame may carry many changes
+        ({"CHANGEFLOW_SEND_QUEUE": 1000, "CHANGEFLOW_SEND_QUEUE_BYTES": 5000}, 1000),
+    ],
+)
+async def test_a_client_too_slow_to_read_is_closed_with_4009(limits, padding):
     settings = {
         "CHANNEL_LAYERS": {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
         "CHANGEFLOW_PERMISSIONS": "changeflow_channels.permissions.AllowAllPolicy",
-        "CHANGEFLOW_SEND_QUEUE": 5,
+        **limits,
     }
     with override_settings(**settings):
         incoming: asyncio.Queue = asyncio.Queue()
@@ -64,7 +72,11 @@ async def test_a_client_too_slow_to_read_is_closed_with_4009():
                     "type": "changeflow.change",
                     "database": "a",
                     "table": "b",
-                    "change": {"type": "add", "old_val": None, "new_val": {"id": seq}},
+                    "change": {
+                        "type": "add",
+                        "old_val": None,
+                        "new_val": {"id": seq, "pad": "x" * padding},
+                    },
                     "epoch": "e",
                     "seq": seq,
                 },
