@@ -306,6 +306,9 @@ class Flow:
             entry[0].stop()
             logger.info("stopped following %s (lease lost)", stream)
 
+    def is_following(self, stream: str) -> bool:
+        return stream in self.feeds
+
     def published_state(self) -> dict[str, Any]:
         """The followed tables' positions and lag, for ``changeflow status``."""
         now = asyncio.get_running_loop().time()

@@ -31,10 +31,14 @@ async def receive_forever(
     channel: str,
     recovered: dict[str, Any] | None = None,
     receive: Callable[[str], Awaitable[Any]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Any:
     """``channel_layer.receive(channel)``, retried until a message arrives.
 
     ``receive``: used instead of the layer's (what it returns is returned).
+    ``should_stop``: asked after each failed receive (which took nothing): when
+    true, None is returned instead of retrying, so a stopping worker is not held
+    by a channel layer that is down.
 
     With ``recovered``: after an outage, that message is returned as soon as the
     layer answers again (a cheap probe), so the caller can rejoin its groups,
@@ -55,8 +59,12 @@ async def receive_forever(
             if _is_idle_timeout(error):
                 continue
             failed = True
+            if should_stop is not None and should_stop():
+                return None
             logger.warning(
                 "channel layer receive on %s failed (%r); retrying in %.1f s", channel, error, delay
             )
             await asyncio.sleep(delay)
+            if should_stop is not None and should_stop():
+                return None
             delay = min(delay * 2, MAX_BACKOFF)

@@ -52,6 +52,9 @@ class FeedControl(Protocol):
     def drop_feed(self, stream: str) -> None:
         """Stop following at once (the lease is lost: unsent changes are dropped)."""
 
+    def is_following(self, stream: str) -> bool:
+        """Whether a feed of ``stream`` runs."""
+
     def published_state(self) -> dict[str, Any]: ...
 
 
@@ -90,6 +93,10 @@ class TableSharing:
         self._last_live = 0
         self._failing = False
         self._task: asyncio.Task[None] | None = None
+        # A claim and a round must not interleave: each reads and changes ``held``
+        # around its Redis calls (a claim seen as "lost" or "stale" by a round).
+        self._lock = asyncio.Lock()
+        self._releasing: set[str] = set()  # dropped tables whose lease is still ours
         self._stopped = False
         self._claims: set[asyncio.Task[None]] = set()
 
@@ -113,22 +120,32 @@ class TableSharing:
         self._wake.set()
 
     async def _claim(self, stream: str) -> None:
-        sent = self._now()
-        try:
-            taken = await self.store.acquire(stream)
-        except Exception as error:
-            logger.warning("%s: could not claim its lease (%r)", stream, error)
-            taken = False
-        if taken and stream in self.candidates and self.acquiring:
-            self._taken(stream, sent)
-        elif taken:
-            await self.store.release([stream])
-        else:
-            self._wake.set()
+        async with self._lock:
+            if stream in self.held or stream in self._releasing:
+                self._wake.set()  # the round sorts it out (re-created while still ours)
+                return
+            sent = self._now()
+            try:
+                taken = await self.store.acquire(stream)
+                if taken and not (stream in self.candidates and self.acquiring):
+                    await self.store.release([stream])
+                    taken = False
+            except Exception as error:
+                logger.warning("%s: could not claim its lease (%r)", stream, error)
+                taken = False
+            if taken:
+                self._taken(stream, sent)
+            else:
+                self._wake.set()
 
     def remove(self, stream: str) -> None:
-        """The table was dropped; its lease is released at the next round."""
+        """The table was dropped: it is no longer followed (the flow stopped its
+        feed) and its lease is released at the next round, before anything is taken,
+        so a table re-created at once is claimed afresh."""
         self.candidates.pop(stream, None)
+        if self.held.pop(stream, None) is not None:
+            self._releasing.add(stream)
+            metrics.LEASES_HELD.set(len(self.held))
         self._wake.set()
 
     def holds(self, stream: str) -> bool:
@@ -187,7 +204,8 @@ class TableSharing:
                 self._wake.clear()
                 try:
                     known = discovered.is_set()  # as the round saw it, not as it ends
-                    await self.round(known)
+                    async with self._lock:
+                        await self.round(known)
                     if known:
                         self.ready.set()
                     if self._failing:
@@ -211,15 +229,23 @@ class TableSharing:
         self.info["tables"] = self.control.published_state()
         self.info["at"] = time.time()
         self.live = await self.store.heartbeat(self.info)
+        if self._releasing:
+            releasing = list(self._releasing)
+            await self.store.release(releasing)
+            self._releasing.difference_update(releasing)
         if self.held:
-            renewed = await self.store.renew(list(self.held))
-            for stream in list(self.held):
+            asked = list(self.held)
+            renewed = await self.store.renew(asked)
+            for stream in asked:
                 if stream in renewed:
                     self.held[stream] = sent + self.fence_after
                 else:
                     logger.warning("%s: lease lost (expired or taken); stopped following", stream)
                     del self.held[stream]
-                    self.control.drop_feed(stream)
+                    try:
+                        self.control.drop_feed(stream)
+                    except Exception:  # fencing must go on for the other tables
+                        logger.exception("%s: stopping its feed failed", stream)
                     metrics.LEASES_HELD.set(len(self.held))
         gone = [stream for stream in self.held if stream not in self.candidates]
         for stream in gone:
@@ -227,6 +253,10 @@ class TableSharing:
             self.control.drop_feed(stream)
         if gone:
             await self.store.release(gone)
+        for stream in self.held:
+            if not self.control.is_following(stream):  # its feed ended (a crash, say)
+                logger.warning("%s: lease held but not followed; following it again", stream)
+                self.control.start_feed(stream, False)
         if not discovered or not self.acquiring:
             return
         workers = len(self.live)
@@ -276,8 +306,14 @@ class TableSharing:
         return self._vacant_rounds.get(stream, 0) >= OVERFLOW_ROUNDS and cooled
 
     async def _release_surplus(self, count: int) -> None:
+        """Give up ``count`` tables, as many as fit in half a tick: the tables kept
+        must be renewed (next round) before their fence; the rest waits a round."""
+        started = self._now()
         least_wanted = sorted(self.held, key=lambda s: rank(self.worker_id, s), reverse=True)
         for stream in least_wanted[:count]:
+            if self._now() - started >= self.tick / 2:
+                self._wake.set()  # more to give up: the next round comes at once
+                break
             try:
                 await asyncio.wait_for(self.control.stop_feed(stream), self.tick)
             except asyncio.TimeoutError:
@@ -301,5 +337,8 @@ class TableSharing:
                         self.fence_after,
                     )
                     del self.held[stream]
-                    self.control.drop_feed(stream)
+                    try:
+                        self.control.drop_feed(stream)
+                    except Exception:  # fencing must go on for the other tables
+                        logger.exception("%s: stopping its feed failed", stream)
                     metrics.LEASES_HELD.set(len(self.held))

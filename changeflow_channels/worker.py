@@ -185,7 +185,10 @@ class ChangeflowWorker(Worker):
         if pop is not None and channel != self.own_sync_channel:
             while not self.stopping.is_set():
                 messages = await receive_forever(
-                    self.channel_layer, channel, receive=lambda name: pop(name, limit)
+                    self.channel_layer,
+                    channel,
+                    receive=lambda name: pop(name, limit),
+                    should_stop=self.stopping.is_set,
                 )
                 if messages:
                     return messages

@@ -43,6 +43,9 @@ class Feeds:
     def drop_feed(self, stream: str) -> None:
         self._note("drop", stream)
 
+    def is_following(self, stream: str) -> bool:
+        return stream in self.following()
+
     def published_state(self) -> dict[str, Any]:
         return {}
 
@@ -144,3 +147,49 @@ async def test_clean_stop_releases_the_leases_at_once(redis_server):
     await feeds_b.until(lambda: feeds_b.following() == set(STREAMS), LEASE)
     assert loop.time() - stopped_at < LEASE / 2  # not waiting for an expiry
     await b.stop()
+
+
+class SlowStops(Feeds):
+    """Stopping a feed takes a while (a busy table's last changes being sent)."""
+
+    async def stop_feed(self, stream: str) -> None:
+        await asyncio.sleep(LEASE / 5 * 0.9)  # just under one tick each
+        self._note("stop", stream)
+
+
+async def test_giving_up_many_tables_never_fences_the_tables_kept(redis_server):
+    streams = [f"db.t{n}" for n in range(12)]
+
+    def start(worker_id: str) -> tuple[TableSharing, SlowStops]:
+        target = RedisTarget(Redis.from_url(redis_server.url), "t:cf:surplus", redis_server.url)
+        feeds = SlowStops()
+        shared = TableSharing(LeaseStore(target, worker_id, LEASE, LEASE / 5), LEASE, feeds, {})
+        for stream in streams:
+            shared.add(stream, appeared=False)
+        discovered = asyncio.Event()
+        discovered.set()
+        shared.start(discovered)
+        return shared, feeds
+
+    a, feeds_a = start("a")
+    await feeds_a.until(lambda: len(feeds_a.following()) == 12, 5)
+    b, feeds_b = start("b")
+    await feeds_a.until(lambda: len(feeds_a.following()) == 6, 15)
+    await feeds_b.until(lambda: len(feeds_b.following()) == 6, 5)
+    # Six given up one by one (each stopped cleanly); the six kept were never fenced.
+    assert [kind for _, kind, _ in feeds_a.events].count("drop") == 0, feeds_a.events
+    await a.stop()
+    await b.stop()
+
+
+async def test_a_table_dropped_and_created_again_while_its_lease_is_held_is_followed_again(
+    redis_server,
+):
+    a, feeds_a = sharing(redis_server, "a")
+    await feeds_a.until(lambda: feeds_a.following() == set(STREAMS), 5)
+    a.remove("db.a")  # dropped: the flow has stopped its feed
+    feeds_a.drop_feed("db.a")
+    a.add("db.a", appeared=True)  # created again before the next round
+    await feeds_a.until(lambda: feeds_a.following() == set(STREAMS), 5)
+    assert a.holds("db.a")
+    await a.stop()

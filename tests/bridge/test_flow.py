@@ -103,6 +103,32 @@ async def test_table_created_by_another_client_is_followed_from_its_first_write(
         view[change["new_val"]["id"]] = change["new_val"]
 
 
+async def test_a_table_dropped_and_created_again_is_followed_again(
+    ws_connect, stream_db, rethinkdb_target, ar
+):
+    client: WsClient = await ws_connect()
+    stream = f"{stream_db}.again"
+    await client.subscribe(stream)
+    conn = await ar.connect(**rethinkdb_target.connect_kwargs())
+    try:
+        await ar.db_create(stream_db).run(conn)
+        await ar.db(stream_db).table_create("again").run(conn)
+        await ar.db(stream_db).table("again").insert({"id": 1}).run(conn)
+        [first] = await client.changes(stream, 1)
+        assert first["new_val"] == {"id": 1}
+        # Dropped and created again at once: the worker may still hold the old
+        # table's lease when the new one appears.
+        await ar.db(stream_db).table_drop("again").run(conn)
+        await ar.db(stream_db).table_create("again").run(conn)
+        await ar.db(stream_db).table("again").insert({"id": 2}).run(conn)
+    finally:
+        await conn.close(noreply_wait=False)
+    again = await client.wait_for(
+        lambda f: f.get("event") == "change" and (f.get("new_val") or {}).get("id") == 2, 20
+    )
+    assert again["stream"] == stream and again["epoch"] != first["epoch"]
+
+
 async def test_seq_grows_by_exactly_one_per_change(layer, ws_connect, stream_db):
     client: WsClient = await ws_connect()
     stream = f"{stream_db}.counted"
