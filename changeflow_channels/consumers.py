@@ -165,7 +165,12 @@ def check_sub_name(name: Any, request_id: Any) -> Any:
     """A subscription's ``sub``: None, a short string or a whole number."""
     if name is None:
         return None
-    if isinstance(name, bool) or not isinstance(name, str | int) or len(str(name)) > 100:
+    if (
+        isinstance(name, bool)
+        or not isinstance(name, str | int)
+        or len(str(name)) > 100
+        or (isinstance(name, int) and not -(2**53) <= name <= 2**53)  # JSON.parse keeps it
+    ):
         raise FrameError(BAD_REQUEST, "sub must be a short string or a whole number", request_id)
     return name
 

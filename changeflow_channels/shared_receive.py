@@ -36,7 +36,10 @@ def exclusive_pop(channel_layer: Any) -> Pop | None:
     when the channel is empty it waits with ``BZPOPMIN``, then takes the rest.
     """
     needed = ("prefix", "ring_size", "connection", "deserialize", "require_valid_channel_name")
-    if type(channel_layer).__name__ != "RedisChannelLayer" or not all(
+    from channels_redis.core import RedisChannelLayer
+
+    # A subclass keeps the storage (a sorted set per channel): it is popped the same way.
+    if not isinstance(channel_layer, RedisChannelLayer) or not all(
         hasattr(channel_layer, name) for name in needed
     ):
         return None

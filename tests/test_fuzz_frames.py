@@ -394,6 +394,16 @@ async def test_an_unhashable_sub_on_unsubscribe_is_a_bad_request() -> None:
             assert (answer["event"], answer["code"], answer["id"]) == ("error", "bad_request", 9)
 
 
+async def test_a_sub_number_a_browser_cannot_keep_exactly_is_a_bad_request() -> None:
+    async with session() as client:
+        for sub in (2**53 + 1, -(2**60)):
+            frame = {"action": "subscribe", "stream": "db.t", "sub": sub, "id": 4}
+            answer = await client.answer(json.dumps(frame))
+            assert (answer["event"], answer["code"], answer["id"]) == ("error", "bad_request", 4)
+        frame = {"action": "subscribe", "stream": "db.t", "sub": 2**53, "id": 5}
+        assert (await client.answer(json.dumps(frame)))["event"] == "subscribed"
+
+
 async def test_lone_surrogates_in_a_push_are_a_bad_request() -> None:
     """``"\\ud800"`` is a valid JSON escape but no UTF-8 text: RethinkDB's driver and
     Redis (msgpack) cannot encode it, so the push must be refused up front."""
