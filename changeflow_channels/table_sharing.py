@@ -237,16 +237,13 @@ class TableSharing:
             asked = list(self.held)
             renewed = await self.store.renew(asked)
             for stream in asked:
+                if stream not in self.held:
+                    continue  # dropped meanwhile (remove): released at the next round
                 if stream in renewed:
                     self.held[stream] = sent + self.fence_after
                 else:
                     logger.warning("%s: lease lost (expired or taken); stopped following", stream)
-                    del self.held[stream]
-                    try:
-                        self.control.drop_feed(stream)
-                    except Exception:  # fencing must go on for the other tables
-                        logger.exception("%s: stopping its feed failed", stream)
-                    metrics.LEASES_HELD.set(len(self.held))
+                    self._drop(stream)
         gone = [stream for stream in self.held if stream not in self.candidates]
         for stream in gone:
             del self.held[stream]
@@ -336,9 +333,13 @@ class TableSharing:
                         stream,
                         self.fence_after,
                     )
-                    del self.held[stream]
-                    try:
-                        self.control.drop_feed(stream)
-                    except Exception:  # fencing must go on for the other tables
-                        logger.exception("%s: stopping its feed failed", stream)
-                    metrics.LEASES_HELD.set(len(self.held))
+                    self._drop(stream)
+
+    def _drop(self, stream: str) -> None:
+        """Stop following ``stream`` at once: it is no longer ours to send."""
+        self.held.pop(stream, None)
+        try:
+            self.control.drop_feed(stream)
+        except Exception:  # the other tables' fencing and renewals must go on
+            logger.exception("%s: stopping its feed failed", stream)
+        metrics.LEASES_HELD.set(len(self.held))

@@ -70,12 +70,17 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def sharing(server: RedisServer, worker_id: str) -> tuple[TableSharing, Feeds]:
+def sharing(
+    server: RedisServer,
+    worker_id: str,
+    streams: list[str] = STREAMS,
+    feeds_class: type[Feeds] = Feeds,
+) -> tuple[TableSharing, Feeds]:
     target = RedisTarget(Redis.from_url(server.url), "t:changeflow:changeflow", server.url)
     store = LeaseStore(target, worker_id, LEASE, timeout=LEASE / 5)
-    feeds = Feeds()
+    feeds = feeds_class()
     shared = TableSharing(store, LEASE, feeds, {"id": worker_id})
-    for stream in STREAMS:
+    for stream in streams:
         shared.add(stream, appeared=False)
     discovered = asyncio.Event()
     discovered.set()
@@ -159,21 +164,9 @@ class SlowStops(Feeds):
 
 async def test_giving_up_many_tables_never_fences_the_tables_kept(redis_server):
     streams = [f"db.t{n}" for n in range(12)]
-
-    def start(worker_id: str) -> tuple[TableSharing, SlowStops]:
-        target = RedisTarget(Redis.from_url(redis_server.url), "t:cf:surplus", redis_server.url)
-        feeds = SlowStops()
-        shared = TableSharing(LeaseStore(target, worker_id, LEASE, LEASE / 5), LEASE, feeds, {})
-        for stream in streams:
-            shared.add(stream, appeared=False)
-        discovered = asyncio.Event()
-        discovered.set()
-        shared.start(discovered)
-        return shared, feeds
-
-    a, feeds_a = start("a")
+    a, feeds_a = sharing(redis_server, "a", streams, SlowStops)
     await feeds_a.until(lambda: len(feeds_a.following()) == 12, 5)
-    b, feeds_b = start("b")
+    b, feeds_b = sharing(redis_server, "b", streams, SlowStops)
     await feeds_a.until(lambda: len(feeds_a.following()) == 6, 15)
     await feeds_b.until(lambda: len(feeds_b.following()) == 6, 5)
     # Six given up one by one (each stopped cleanly); the six kept were never fenced.
