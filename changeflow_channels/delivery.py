@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -148,9 +149,8 @@ class Delivery:
         full = asyncio.Event()
         self._gathering[stream] = (limit, full)
         try:
-            await asyncio.wait_for(full.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(full.wait(), seconds)
         finally:
             del self._gathering[stream]
 

@@ -69,7 +69,7 @@ class Flow:
             self.r,
             self.address,
             self.table_configs,
-            _positive_seconds(settings.clean_every, "CHANGEFLOW_CLEAN_EVERY"),
+            positive_seconds(settings.clean_every, "CHANGEFLOW_CLEAN_EVERY"),
             verbose=self.verbose,
         )
         self._write_connection = Reconnecting(self.r, self.address)
@@ -103,7 +103,7 @@ class Flow:
                 "watch": self.patterns.patterns,
                 "lease_time": settings.lease_time,
             }
-            lease_time = _positive_seconds(settings.lease_time, "CHANGEFLOW_LEASE_TIME")
+            lease_time = positive_seconds(settings.lease_time, "CHANGEFLOW_LEASE_TIME")
             self.sharing = TableSharing(leases, lease_time, self, info)
             self.delivery.may_send = self.sharing.may_send
 
@@ -299,12 +299,12 @@ class Flow:
         await self.delivery.drain_stream(stream)
         logger.info("stopped following %s", stream)
 
-    def drop_feed(self, stream: str) -> None:
-        """Stop following ``stream`` at once (its lease is lost)."""
+    def drop_feed(self, stream: str, why: str = "lease lost") -> None:
+        """Stop following ``stream`` at once (its lease is lost, its table dropped)."""
         entry = self.feeds.pop(stream, None)
         if entry is not None:
             entry[0].stop()
-            logger.info("stopped following %s (lease lost)", stream)
+            logger.info("stopped following %s (%s)", stream, why)
 
     def is_following(self, stream: str) -> bool:
         return stream in self.feeds
@@ -329,10 +329,7 @@ class Flow:
         if self.sharing is not None:
             self.sharing.remove(f"{database}.{table}")
         metrics.forget_stream(f"{database}.{table}")
-        entry = self.feeds.pop(f"{database}.{table}", None)
-        if entry is not None:
-            entry[0].stop()
-            logger.info("stopped following %s.%s (table dropped)", database, table)
+        self.drop_feed(f"{database}.{table}", "table dropped")
 
     def _feed_done(self, stream: str, task: asyncio.Task[None]) -> None:
         entry = self.feeds.get(stream)
@@ -352,7 +349,8 @@ def _unavailable(request: SyncRequest) -> dict[str, Any]:
     return answer
 
 
-def _positive_seconds(value: Any, name: str) -> float:
+def positive_seconds(value: Any, name: str) -> float:
+    """``value`` as seconds; ``ValueError`` naming the setting unless it is a positive number."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
     return float(value)

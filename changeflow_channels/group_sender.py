@@ -117,7 +117,7 @@ class GroupSender:
         self.fast = fast_path_supported(layer)
         self._members: dict[str, list[str]] = {}  # group -> members seen last time
 
-    async def send(self, group: str, message: dict[str, Any], max_bytes: int | None = None) -> int:
+    async def send(self, group: str, message: dict[str, Any], max_bytes: int | None = None) -> Sent:
         """Send ``message`` to ``group``; raises ``MessageTooLarge`` (sending nothing)
         when ``max_bytes`` is given and the message is larger."""
         if not self.fast:

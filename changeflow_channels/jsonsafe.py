@@ -69,7 +69,7 @@ class RawDecoder:
     (lone surrogates, integers beyond 64 bits) goes through the standard decoder."""
 
     def __init__(self, reql_format_opts: dict[str, Any] | None = None) -> None:
-        pass
+        """The driver passes its format options; raw formats need none of them."""
 
     def decode(self, text: str) -> Any:
         try:

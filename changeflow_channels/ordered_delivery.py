@@ -23,7 +23,7 @@ from channels.consumer import get_handler_name
 from .changes import BATCH_TYPE, CHANGE_TYPE
 from .filters import Filter, seen_through
 from .permissions import RowRuleError, apply_row_rule, has_row_rule
-from .protocol import UNAVAILABLE, change_frame, encode, error_frame
+from .protocol import UNAVAILABLE, batch_text, change_frame, encode, error_frame
 from .sync import SYNC_TYPE, sync_channel
 
 logger = logging.getLogger("changeflow_channels")
@@ -35,7 +35,7 @@ SYNC_RESEND = 2.0
 LIVE_TYPES = (CHANGE_TYPE, BATCH_TYPE)
 # A change message's frame, encoded by the first consumer of this process that sends it.
 ENCODED = "_changeflow_frame"
-# The same for a batch message's change frames (a JSON array), when sent whole.
+# The same for a batch message's whole ``batch`` frame, when sent whole.
 ENCODED_BATCH = "_changeflow_frames"
 # Changes held while waiting for a sync answer; beyond it the subscription resyncs.
 MAX_HELD = 10_000
@@ -139,12 +139,12 @@ class OrderedDeliveryMixin:
         elif frames:
             read_at = next((at for _, at in frames if at is not None), None)
             events = ",".join(text for text, _ in frames)
-            await self.send_frame(f'{{"event":"batch","events":[{events}]}}', read_at)
+            await self.send_frame(batch_text(f"[{events}]"), read_at)
 
     async def _send_whole_batch(self, message: dict[str, Any]) -> bool:
         """The common case, without a step per change: one plain subscription (no
         ``sub``, no filter, no row rule, no sync pending) and a batch that continues
-        it exactly. Its frames are encoded once per process, as one JSON array."""
+        it exactly. Its ``batch`` frame is encoded once per process, for every client."""
         changes = message["changes"]
         first, last = changes[0], changes[-1]
         subs = self.subscriptions_of(f"{message['database']}.{message['table']}")
@@ -165,9 +165,10 @@ class OrderedDeliveryMixin:
             return False
         text = message.get(ENCODED_BATCH)
         if text is None:
-            text = message[ENCODED_BATCH] = encode([change_frame(change) for change in changes])
+            frames = encode([change_frame(change) for change in changes])
+            text = message[ENCODED_BATCH] = batch_text(frames)
         sub.epoch, sub.seq = last["epoch"], last["seq"]
-        await self.send_frame(f'{{"event":"batch","events":{text}}}', first.get("read_at"))
+        await self.send_frame(text, first.get("read_at"))
         return True
 
     async def _out(self, frame: dict[str, Any] | str, read_at: float | None = None) -> None:

@@ -84,6 +84,11 @@ def error_frame(code: str, message: str, request_id: Any = None) -> dict[str, An
     return frame
 
 
+def batch_text(events: str) -> str:
+    """The ``batch`` frame around ``events``, the JSON text of an array of frames."""
+    return f'{{"event":"batch","events":{events}}}'
+
+
 def change_frame(message: dict[str, Any]) -> dict[str, Any]:
     """A ``changeflow.change`` channel message as the browser sees it."""
     change = message["change"]

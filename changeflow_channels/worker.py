@@ -21,7 +21,7 @@ from channels.worker import Worker
 
 from . import metrics
 from .conf import ChangeflowSettings, get_settings
-from .flow import READY_TIMEOUT, Flow
+from .flow import READY_TIMEOUT, Flow, positive_seconds
 from .hooks import HandlerError, load_handlers
 from .layers import receive_forever
 from .leases import LeaseStore, redis_target
@@ -239,11 +239,7 @@ class WorkerConfigError(Exception):
 
 def lease_store(settings: ChangeflowSettings, layer: str) -> LeaseStore | None:
     """Leases in the channel layer's Redis (or CHANGEFLOW_REDIS); None without Redis."""
-    lease_time = settings.lease_time
-    if isinstance(lease_time, bool) or not isinstance(lease_time, int | float) or lease_time <= 0:
-        raise ValueError(
-            f"CHANGEFLOW_LEASE_TIME must be a positive number of seconds, not {lease_time!r}"
-        )
+    lease_time = positive_seconds(settings.lease_time, "CHANGEFLOW_LEASE_TIME")
     target = redis_target(layer, settings.redis, settings.channel)
     if target is None:
         return None

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from .polling import poll_until
+
 
 class Scrape:
     """One scrape: every sample by name and labels, and the families' names."""
@@ -50,12 +52,9 @@ async def wait_for_metrics(
     url: str, predicate: Callable[[Scrape], bool], timeout: float = 10.0
 ) -> Scrape:
     """Scrape until ``predicate`` holds (or fail after ``timeout`` with the last page)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        page = await scrape(url)
-        if predicate(page):
-            return page
-        if loop.time() > deadline:
-            raise AssertionError(f"metrics never matched within {timeout} s:\n{page.text}")
-        await asyncio.sleep(0.05)
+    return await poll_until(
+        lambda: scrape(url),
+        predicate,
+        timeout,
+        lambda page: f"metrics never matched within {timeout} s:\n{page.text}",
+    )

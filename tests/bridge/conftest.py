@@ -7,6 +7,7 @@ websocket client.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -87,15 +88,22 @@ def worker(process_env) -> Iterator[ManagedProcess]:
     save_output("worker", process)
 
 
+@contextlib.contextmanager
+def running_daphne(env: dict[str, str], name: str) -> Iterator[int]:
+    """Daphne serving tests/asgi.py on a free port (yielded), its output saved as ``name``."""
+    port = free_port()
+    process = start_daphne("tests.asgi:application", port, env=env, cwd=str(REPO))
+    process.wait_for(DAPHNE_READY, timeout=60)
+    yield port
+    process.stop()
+    save_output(name, process)
+
+
 @pytest.fixture(scope="session")
 def daphne(process_env) -> Iterator[str]:
     """Daphne serving tests/asgi.py; yields the websocket URL of the changeflow endpoint."""
-    port = free_port()
-    process = start_daphne("tests.asgi:application", port, env=process_env, cwd=str(REPO))
-    process.wait_for(DAPHNE_READY, timeout=60)
-    yield f"ws://127.0.0.1:{port}/ws/changeflow/"
-    process.stop()
-    save_output("daphne", process)
+    with running_daphne(process_env, "daphne") as port:
+        yield f"ws://127.0.0.1:{port}/ws/changeflow/"
 
 
 @pytest.fixture

@@ -14,15 +14,13 @@ import pytest
 import websockets
 
 from changeflow_channels.testing.processes import (
-    DAPHNE_READY,
     ManagedProcess,
     free_port,
-    start_daphne,
 )
 
 from ..conftest import save_output
 from ..metrics_helpers import Scrape, fetch, scrape, wait_for_metrics
-from .conftest import REPO, start_ready_worker
+from .conftest import running_daphne, start_ready_worker
 from .helpers import WsClient, receive
 from .test_flow import push
 
@@ -161,12 +159,8 @@ async def test_a_lost_rethinkdb_connection_counts_a_feed_restart(
 @pytest.fixture
 def web(process_env) -> Iterator[str]:
     """A Daphne of the test's own (so the gauges are this test's alone); yields its base URL."""
-    port = free_port()
-    process = start_daphne("tests.asgi:application", port, env=process_env, cwd=str(REPO))
-    process.wait_for(DAPHNE_READY, timeout=60)
-    yield f"127.0.0.1:{port}"
-    process.stop()
-    save_output("daphne-metrics", process)
+    with running_daphne(process_env, "daphne-metrics") as port:
+        yield f"127.0.0.1:{port}"
 
 
 @pytest.mark.usefixtures("worker")

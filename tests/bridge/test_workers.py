@@ -48,6 +48,7 @@ from changeflow_channels.testing.processes import (
 )
 
 from ..conftest import save_output
+from ..polling import poll_until
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -162,15 +163,9 @@ async def holdings(target: RedisTarget) -> dict[str, list[str]]:
 
 
 async def wait_holdings(target: RedisTarget, predicate: Any, timeout: float) -> dict:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        held = await holdings(target)
-        if predicate(held):
-            return held
-        if loop.time() > deadline:
-            raise AssertionError(f"leases never got there: {held}")
-        await asyncio.sleep(0.05)  # polling Redis, as a monitoring tool would
+    return await poll_until(
+        lambda: holdings(target), predicate, timeout, lambda held: f"leases never got there: {held}"
+    )
 
 
 def spread_evenly(live: int) -> Any:
