@@ -113,8 +113,9 @@ class Clients:
             async with gate:
                 ws = await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
                 await ws.send(json.dumps({"action": "subscribe", "stream": stream, "id": 1}))
-                while json.loads(await ws.recv()).get("event") != "subscribed":
-                    pass
+                async for frame in ws:  # until the subscription is confirmed
+                    if json.loads(frame).get("event") == "subscribed":
+                        break
                 return ws
 
         sockets = await asyncio.gather(*(one() for _ in range(n)))
