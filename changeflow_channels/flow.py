@@ -9,6 +9,7 @@ import math
 import os
 import socket
 import time
+from asyncio import FIRST_COMPLETED
 from typing import Any
 
 from rethinkdb.errors import ReqlOpFailedError
@@ -133,12 +134,31 @@ class Flow:
             await asyncio.wait_for(self.discovery.ready.wait(), timeout)
             if self.sharing is not None:  # the first round of leases, with the tables known
                 await asyncio.wait_for(self.sharing.ready.wait(), timeout)
-            feeds = [feed.ready.wait() for feed, _ in self.feeds.values()]
-            if feeds:
-                await asyncio.wait_for(asyncio.gather(*feeds), timeout)
         except asyncio.TimeoutError:
             return False
-        return True
+        return await self._feeds_open(timeout)
+
+    async def _feeds_open(self, timeout: float) -> bool:
+        """Until every feed followed is open; a feed that ends (its table or
+        database dropped meanwhile) is no longer waited for."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        while True:
+            waiting = [
+                (feed, task) for feed, task in self.feeds.values() if not feed.ready.is_set()
+            ]
+            if not waiting:
+                return True
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                return False
+            opened = [asyncio.ensure_future(feed.ready.wait()) for feed, _ in waiting]
+            ended = [task for _, task in waiting]
+            try:
+                await asyncio.wait(opened + ended, timeout=remaining, return_when=FIRST_COMPLETED)
+            finally:
+                for waiter in opened:
+                    waiter.cancel()
 
     async def settle(self, quiet: float = SETTLE_QUIET, limit: float = SETTLE_LIMIT) -> None:
         """Let the changes of the pushes written so far reach their groups.
