@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ logger = logging.getLogger("changeflow_channels")
 # (database, table, primary_key, appeared_while_watching)
 TableAdded = Callable[[str, str, str, bool], None]
 TableRemoved = Callable[[str, str], None]
+# (database, table): a second table of that name appeared (see table_clashes.py)
+TableClashed = Callable[[str, str], None]
 
 
 class TableDiscovery:
@@ -25,16 +28,29 @@ class TableDiscovery:
     ``appeared_while_watching`` is False for the tables found on the very first
     read, and True for every table seen after it (including those found only
     after a reconnect: they were created while we could not see it).
+
+    Tables are told by their ids: two tables of one name (racing creates) are
+    one table here, reported to ``clashed``, and a name stays known until
+    its last table is gone.
     """
 
     def __init__(
-        self, r: RethinkDB, address: RethinkDBAddress, added: TableAdded, removed: TableRemoved
+        self,
+        r: RethinkDB,
+        address: RethinkDBAddress,
+        added: TableAdded,
+        removed: TableRemoved,
+        clashed: TableClashed | None = None,
     ) -> None:
         self.r = r
         self.address = address
         self.added = added
         self.removed = removed
-        self.known: set[tuple[str, str]] = set()
+        self.clashed = clashed
+        # table id -> (database, name); a name may have several ids for a while
+        # (racing creates), and is added once and removed with its last id.
+        self.known: dict[str, tuple[str, str]] = {}
+        self._ids_by_name: Counter[tuple[str, str]] = Counter()
         self.ready = asyncio.Event()
         self.stopping = False
         self._conn: Any = None
@@ -76,36 +92,47 @@ class TableDiscovery:
             .changes(include_initial=True, include_states=True, include_types=True)
             .run(conn)
         )
-        seen: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         pinger = asyncio.ensure_future(keepalive(self.r, conn, "table discovery"))
         try:
             await self._read(feed, first_read, seen)
         finally:
             pinger.cancel()
 
-    async def _read(self, feed: Any, first_read: bool, seen: set[tuple[str, str]]) -> None:
+    async def _read(self, feed: Any, first_read: bool, seen: set[str]) -> None:
         async for item in feed:
             if self.stopping:
                 return
             kind = item.get("type")
             if kind == "state":
                 if item.get("state") == "ready":
-                    for gone in self.known - seen:
-                        self._remove(*gone)
+                    for gone in set(self.known) - seen:
+                        self._forget(gone)
                     self.ready.set()
                 continue
             old, new = item.get("old_val"), item.get("new_val")
             if old and (not new or (old["db"], old["name"]) != (new["db"], new["name"])):
-                self._remove(old["db"], old["name"])
+                self._forget(old["id"])
             if new:
-                key = (new["db"], new["name"])
-                seen.add(key)
-                if key not in self.known:
-                    self.known.add(key)
+                seen.add(new["id"])
+                if new["id"] not in self.known:
                     appeared = not (kind == "initial" and first_read)
-                    self.added(new["db"], new["name"], new.get("primary_key", "id"), appeared)
+                    self._learn(new, appeared)
 
-    def _remove(self, database: str, table: str) -> None:
-        if (database, table) in self.known:
-            self.known.discard((database, table))
-            self.removed(database, table)
+    def _learn(self, row: dict[str, Any], appeared: bool) -> None:
+        key = (row["db"], row["name"])
+        self.known[row["id"]] = key
+        self._ids_by_name[key] += 1
+        if self._ids_by_name[key] == 1:
+            self.added(row["db"], row["name"], row.get("primary_key", "id"), appeared)
+        elif self.clashed is not None:
+            self.clashed(*key)
+
+    def _forget(self, table_id: str) -> None:
+        key = self.known.pop(table_id, None)
+        if key is None:
+            return
+        self._ids_by_name[key] -= 1
+        if not self._ids_by_name[key]:
+            del self._ids_by_name[key]
+            self.removed(*key)

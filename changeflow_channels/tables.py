@@ -8,6 +8,7 @@ from typing import Any
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlOpFailedError
 
+from .table_clashes import repair_table
 from .table_config import IndexSpec, TableConfig, TablesConfig
 
 logger = logging.getLogger("changeflow_channels")
@@ -28,8 +29,9 @@ async def create_table(
     """Create the database and the table unless they exist; wait until the table is ready.
 
     Two workers (or two pushes) may race to create the same table: "already
-    exists" is success here, and ``wait()`` makes sure the table is ready
-    before anyone writes to it or opens its changefeed.
+    exists" is success here, two tables of one name are made one again, and
+    ``wait()`` makes sure the table is ready before anyone writes to it or
+    opens its changefeed.
     """
     try:
         await r.db_create(database).run(conn)
@@ -44,6 +46,8 @@ async def create_table(
     except ReqlOpFailedError as error:
         if not is_exists_error(error):
             raise
+    # Racing creates (another worker, another client) may have made two tables.
+    await repair_table(r, conn, database, table)
     await r.db(database).table(table).wait().run(conn)
 
 
