@@ -10,7 +10,11 @@ doubt (an error, a lost connection, a timeout) sends the group's pushes back to
 the one-by-one path with its retry rules; there, a document found equal to ours
 under our fresh key can only be the group's attempt, and counts as inserted.
 
-Order: a table's pushes are written in the order received. A group takes a
+Order: a table's pushes are written in the order received. RethinkDB writes
+the documents of one insert query in no particular order (a real server's
+changefeed shows them shuffled), so a group holds at most one push of each
+sender (reply channel; the pushes without one count as one sender): the next
+push of a sender goes into the next group, written after. A group takes a
 table's later inserts along, so pushes into *other* tables received in between
 may be written after them.
 """
@@ -152,12 +156,33 @@ class Group:
     items: list[Received]
     documents: int
     size: int
+    # The reply channels of its pushes (None: pushes without one, one sender).
+    senders: set[str | None] = field(default_factory=set)
+
+    def takes(self, item: Received, count: int) -> bool:
+        """Whether ``item`` (of ``count`` documents) may join: within the limits, and
+        no second push of one sender (RethinkDB writes the documents of one
+        insert in no particular order)."""
+        assert item.request is not None
+        return (
+            item.request.reply_channel not in self.senders
+            and self.documents + count <= GROUP_DOCUMENTS
+            and self.size + item.size <= GROUP_BYTES
+        )
+
+    def add(self, item: Received, count: int) -> None:
+        assert item.request is not None
+        self.items.append(item)
+        self.documents += count
+        self.size += item.size
+        self.senders.add(item.request.reply_channel)
 
 
 def plan(items: list[Received]) -> list[Group]:
     """The round's writes, in order: groups of groupable inserts into one table
-    (within ``GROUP_DOCUMENTS`` and ``GROUP_BYTES``), and single pushes. A
-    table's pushes keep their order: anything else for that table closes its group."""
+    (within ``GROUP_DOCUMENTS`` and ``GROUP_BYTES``, one push per sender), and
+    single pushes. A table's pushes keep their order: anything else for that
+    table, or a second push of a sender in the group, closes its group."""
     groups: list[Group] = []
     open_groups: dict[tuple[str, str], Group] = {}
     for item in items:
@@ -171,18 +196,10 @@ def plan(items: list[Received]) -> list[Group]:
             groups.append(Group([item], count, item.size))
             continue
         group = open_groups.get(where)
-        if (
-            group is not None
-            and group.documents + count <= GROUP_DOCUMENTS
-            and group.size + item.size <= GROUP_BYTES
-        ):
-            group.items.append(item)
-            group.documents += count
-            group.size += item.size
-        else:
-            group = Group([item], count, item.size)
+        if group is None or not group.takes(item, count):
+            group = open_groups[where] = Group([], 0, 0)
             groups.append(group)
-            open_groups[where] = group
+        group.add(item, count)
     return groups
 
 
