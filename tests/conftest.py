@@ -1,13 +1,23 @@
 """Shared fixtures: a RethinkDB to talk to (the ReQL test server, or a real one).
 
-Set ``CHANGEFLOW_TEST_RETHINKDB=rethinkdb://host:port`` to run every
-integration test against a real RethinkDB instead of the in-memory server.
-Tests that need fault injection (restarting the server, dropping connections)
-use ``reql_server`` and are skipped against a real server.
+Which RethinkDB the integration tests use:
+
+- by default, the in-memory ReQL test server (one per session);
+- ``CHANGEFLOW_TEST_RETHINKDB_BIN=/path/to/rethinkdb``: a real server the tests
+  start themselves (free ports, a temporary data directory, stopped at the end);
+- ``CHANGEFLOW_TEST_RETHINKDB=rethinkdb://host:port``: a real server someone
+  else runs (it wins over the binary for the session's RethinkDB).
+
+Fault tests use ``faulty_rethinkdb``: a RethinkDB of the test's own that the test
+may stop, restart, freeze or cut off (``FaultyRethinkDB``): a ReQL test server,
+or a real process of the binary (SIGKILL, SIGSTOP...). With only a URL they are
+skipped: nobody kills someone else's server. Tests of a feature of the test
+server itself are marked ``only_on_test_server(reason)``.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,9 +29,12 @@ from rethinkdb import RethinkDB
 
 from changeflow_channels.rethinkdb_url import RethinkDBAddress, parse_rethinkdb_url
 from changeflow_channels.testing import ReqlServer, ThreadedReqlServer
-from changeflow_channels.testing.processes import ManagedProcess, RedisServer
+from changeflow_channels.testing.faulty import FaultyRethinkDB
+from changeflow_channels.testing.processes import ManagedProcess, RedisServer, RethinkDBServer
 
 REAL_RETHINKDB = os.environ.get("CHANGEFLOW_TEST_RETHINKDB")
+RETHINKDB_BIN = os.environ.get("CHANGEFLOW_TEST_RETHINKDB_BIN")
+USING_REAL_RETHINKDB = bool(REAL_RETHINKDB or RETHINKDB_BIN)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -49,21 +62,46 @@ class RethinkDBTarget:
         return self.address.connect_kwargs()
 
 
+def only_on_test_server(reason: str) -> pytest.MarkDecorator:
+    """Skip on a real RethinkDB: the test exercises a feature of the ReQL test server."""
+    return pytest.mark.skipif(
+        USING_REAL_RETHINKDB, reason=f"a feature of the ReQL test server only: {reason}"
+    )
+
+
 @pytest.fixture(scope="session")
 def rethinkdb_target() -> Iterator[RethinkDBTarget]:
     """The session's RethinkDB: a real one if configured, else a ReQL test server."""
     if REAL_RETHINKDB:
         yield RethinkDBTarget(parse_rethinkdb_url(REAL_RETHINKDB), None)
-        return
-    with ReqlServer.in_thread(port=0) as server:
-        yield RethinkDBTarget(parse_rethinkdb_url(server.url), server)
+    elif RETHINKDB_BIN:
+        with RethinkDBServer.running(RETHINKDB_BIN) as real:
+            yield RethinkDBTarget(parse_rethinkdb_url(real.url), None)
+            save_output("rethinkdb", real.process)
+    else:
+        with ReqlServer.in_thread(port=0) as server:
+            yield RethinkDBTarget(parse_rethinkdb_url(server.url), server)
 
 
 @pytest.fixture
-def reql_server() -> Iterator[ThreadedReqlServer]:
-    """A fresh ReQL test server of the test's own, for fault injection."""
+def faulty_rethinkdb(request: pytest.FixtureRequest) -> Iterator[FaultyRethinkDB]:
+    """A RethinkDB of the test's own, for fault injection: a real process of
+    CHANGEFLOW_TEST_RETHINKDB_BIN, else a ReQL test server (skipped with only
+    CHANGEFLOW_TEST_RETHINKDB: we cannot break someone else's server)."""
+    if RETHINKDB_BIN:
+        with RethinkDBServer.running(RETHINKDB_BIN) as real:
+            try:
+                yield real
+            finally:
+                if real.process is not None:
+                    save_output(f"rethinkdb-{request.node.name}", real.process)
+                # A crash resets connections: the asyncio driver's reader task then ends
+                # with an exception nobody retrieves. Finalize such tasks here, not at a
+                # random later point (inside ast.parse, CPython 3.11 raises SystemError).
+                gc.collect()
+        return
     if REAL_RETHINKDB:
-        pytest.skip("fault injection needs the ReQL test server")
+        pytest.skip("fault injection needs a server of our own (CHANGEFLOW_TEST_RETHINKDB_BIN)")
     with ReqlServer.in_thread(port=0) as server:
         yield server
 

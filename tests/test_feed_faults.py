@@ -47,14 +47,14 @@ def fast_pings(monkeypatch):
 
 
 @pytest.fixture
-async def followed(reql_server, fast_pings):
+async def followed(faulty_rethinkdb, fast_pings):
     """A table ``d.t`` followed by a TableFeed whose changes land in a Sink."""
     sync_r = RethinkDB()
-    with sync_r.connect(port=reql_server.port) as conn:
+    with sync_r.connect(port=faulty_rethinkdb.port) as conn:
         sync_r.db_create("d").run(conn)
         sync_r.db("d").table_create("t").run(conn)
     sink = Sink()
-    feed = TableFeed(new_driver(), parse_rethinkdb_url(reql_server.url), "d", "t", sink)
+    feed = TableFeed(new_driver(), parse_rethinkdb_url(faulty_rethinkdb.url), "d", "t", sink)
     task = asyncio.ensure_future(feed.run())
     await asyncio.wait_for(feed.ready.wait(), 10)
     yield feed, sink
@@ -78,46 +78,46 @@ def insert(server, doc: dict) -> None:
 
 
 async def test_a_half_open_connection_is_found_and_the_feed_resumes_in_a_new_epoch(
-    reql_server, followed, caplog
+    faulty_rethinkdb, followed, caplog
 ):
     feed, sink = followed
-    await asyncio.to_thread(insert, reql_server, {"id": 1})
+    await asyncio.to_thread(insert, faulty_rethinkdb, {"id": 1})
     first = await sink.wait_for(lambda m: m["change"]["new_val"] == {"id": 1})
     caplog.set_level(logging.WARNING, "changeflow_channels")
-    reql_server.freeze()  # connections stay open, nothing is answered
+    faulty_rethinkdb.freeze()  # connections stay open, nothing is answered
     loop = asyncio.get_running_loop()
     frozen_at = loop.time()
     while "did not answer a ping" not in caplog.text:
         assert loop.time() - frozen_at < 5, "the half-open connection was not noticed"
         await asyncio.sleep(0.05)
-    reql_server.thaw()
+    faulty_rethinkdb.thaw()
     await new_epoch(feed, first["epoch"])
-    await asyncio.to_thread(insert, reql_server, {"id": 2})
+    await asyncio.to_thread(insert, faulty_rethinkdb, {"id": 2})
     second = await sink.wait_for(lambda m: m["change"]["new_val"] == {"id": 2})
     assert (second["epoch"], second["seq"]) == (feed.state.epoch, 1)
 
 
 async def test_restarted_rethinkdb_means_a_new_epoch_with_the_documents_reloaded(
-    reql_server, followed
+    faulty_rethinkdb, followed
 ):
     feed, sink = followed
-    await asyncio.to_thread(insert, reql_server, {"id": 1})
+    await asyncio.to_thread(insert, faulty_rethinkdb, {"id": 1})
     first = await sink.wait_for(lambda m: m["seq"] == 1)
-    reql_server.restart(keep_data=True, down_for=0.3)
-    await asyncio.to_thread(insert, reql_server, {"id": 2})  # while the feed is away
+    faulty_rethinkdb.restart(keep_data=True, down_for=0.3)
+    await asyncio.to_thread(insert, faulty_rethinkdb, {"id": 2})  # while the feed is away
     await new_epoch(feed, first["epoch"])
     # The new epoch's documents include what was written while the feed was away.
     assert sorted(doc["id"] for doc in feed.state.documents()) == [1, 2]
-    await asyncio.to_thread(insert, reql_server, {"id": 3})
+    await asyncio.to_thread(insert, faulty_rethinkdb, {"id": 3})
     third = await sink.wait_for(lambda m: m["change"]["new_val"] == {"id": 3})
     assert (third["epoch"], third["seq"]) == (feed.state.epoch, 1)
 
 
-async def test_dropping_the_table_ends_the_feed(reql_server, followed):
+async def test_dropping_the_table_ends_the_feed(faulty_rethinkdb, followed):
     feed, _ = followed
     task = next(t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "TableFeed.run")
     r = RethinkDB()
-    with r.connect(port=reql_server.port) as conn:
+    with r.connect(port=faulty_rethinkdb.port) as conn:
         r.db("d").table_drop("t").run(conn)
     await asyncio.wait_for(task, 10)  # ended by itself, not by stop()
     assert not feed.stopping

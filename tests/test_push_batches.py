@@ -1,5 +1,5 @@
 """Pushes written in rounds (push_batches): grouping, one answer per push, and a
-group's insert under faults, against a ReQL test server."""
+group's insert under faults, against a RethinkDB of the test's own."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from changeflow_channels.push_batches import (
 from changeflow_channels.push_writer import PushWriter
 from changeflow_channels.pushes import PushRequest, parse_push
 
-from .test_push_writer import make_writer, stored, wait_until
+from .test_push_writer import ANSWER_LOST, make_writer, stored, stored_while_frozen, wait_until
 
 MAX_BYTES = 1 << 20
 
@@ -38,8 +38,23 @@ def make_push(table: str, data) -> PushRequest:
     return parse_push(message(table, data))
 
 
-def received(writer: PushWriter, messages: list[dict]) -> list[Received]:
+def received(writer: PushWriter, messages: list[dict], senders: int = 0) -> list[Received]:
+    """``messages`` received; with ``senders``, the i-th sent by sender i % senders
+    (its reply channel), else all by one sender without a reply channel."""
+    if senders:
+        messages = [{**m, "reply_channel": f"reply.{i % senders}"} for i, m in enumerate(messages)]
     return [receive(m, writer, MAX_BYTES) for m in messages]
+
+
+async def test_a_group_holds_one_push_per_sender_so_each_senders_order_holds(faulty_rethinkdb):
+    # RethinkDB writes the documents of one insert in no particular order: a
+    # sender's second push waits for the next group.
+    writer = await keyed_writer(faulty_rethinkdb.url)
+    items = received(writer, [message("t", {"n": n}) for n in range(7)], senders=3)
+    groups = [[items.index(item) for item in group.items] for group in plan(items)]
+    assert groups == [[0, 1, 2], [3, 4, 5], [6]]
+    alone = received(writer, [message("t", {"n": n}) for n in range(3)])  # no reply channel
+    assert [len(group.items) for group in plan(alone)] == [1, 1, 1]
 
 
 def check_answers(items: list[Received], docs: list[dict]) -> None:
@@ -59,8 +74,8 @@ def check_answers(items: list[Received], docs: list[dict]) -> None:
     assert len(docs) == sum(len(item.result["generated_keys"]) for item in items)
 
 
-async def test_plan_groups_a_tables_inserts_and_keeps_each_tables_order(reql_server):
-    writer = await keyed_writer(reql_server.url)
+async def test_plan_groups_a_tables_inserts_and_keeps_each_tables_order(faulty_rethinkdb):
+    writer = await keyed_writer(faulty_rethinkdb.url)
     items = received(
         writer,
         [
@@ -76,6 +91,7 @@ async def test_plan_groups_a_tables_inserts_and_keeps_each_tables_order(reql_ser
             {"type": "changeflow.unknown", "id": 9},  # 9: refused
             message("t", {"n": 10}),  # 10: joins the group of 4
         ],
+        senders=11,
     )
     groups = [[items.index(item) for item in group.items] for group in plan(items)]
     assert groups == [[0, 2], [1], [3], [4, 10], [5], [6], [7]]
@@ -83,66 +99,69 @@ async def test_plan_groups_a_tables_inserts_and_keeps_each_tables_order(reql_ser
     assert items[9].result["error"] == "unknown message type 'changeflow.unknown'"
 
 
-async def test_a_round_answers_each_push_with_its_own_counts_and_keys(reql_server):
-    writer = await keyed_writer(reql_server.url)
+async def test_a_round_answers_each_push_with_its_own_counts_and_keys(faulty_rethinkdb):
+    writer = await keyed_writer(faulty_rethinkdb.url)
     assert (await writer.write(make_push("t", {"n": -1})))["ok"]  # the table exists
     batch = [message("t", {"n": n}, id=n) for n in range(40)]
     batch[7] = message("t", [{"n": 7}, {"n": 7.5}], id=7)
-    items = received(writer, batch)
+    items = received(writer, batch, senders=40)
     assert len(plan(items)) == 1  # one insert query for all forty
     await write_round(writer, items)
     assert [item.result["id"] for item in items] == list(range(40))
-    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+    check_answers(items, [doc for doc in stored(faulty_rethinkdb) if doc["n"] != -1])
 
 
-async def test_bad_and_duplicate_pushes_in_a_round_do_not_touch_their_neighbours(reql_server):
-    writer = await keyed_writer(reql_server.url)
+async def test_bad_and_duplicate_pushes_in_a_round_do_not_touch_their_neighbours(faulty_rethinkdb):
+    writer = await keyed_writer(faulty_rethinkdb.url)
     assert (await writer.write(make_push("t", {"id": "dup", "n": -1})))["ok"]
     batch = [message("t", {"n": n}, id=n) for n in range(30)]
     batch[10] = message("t", {"id": "dup", "n": 10}, id=10)  # a duplicate key
     batch[20] = message("t", {"n": float("nan")}, id=20)  # not JSON
-    items = received(writer, batch)
+    items = received(writer, batch, senders=len(batch))
     await write_round(writer, items)
     assert "Duplicate primary key" in items[10].result["error"]
     assert items[10].result["ok"] is False and items[10].result["id"] == 10
     assert "JSON cannot carry" in items[20].result["error"]
     good = [item for n, item in enumerate(items) if n not in (10, 20)]
-    check_answers(good, [doc for doc in stored(reql_server) if doc["id"] != "dup"])
+    check_answers(good, [doc for doc in stored(faulty_rethinkdb) if doc["id"] != "dup"])
 
 
-async def test_a_group_whose_answer_is_lost_is_written_once(reql_server):
-    writer = await keyed_writer(reql_server.url)
+@ANSWER_LOST
+async def test_a_group_whose_answer_is_lost_is_written_once(faulty_rethinkdb):
+    writer = await keyed_writer(faulty_rethinkdb.url)
     assert (await writer.write(make_push("t", {"n": -1})))["ok"]
-    items = received(writer, [message("t", {"n": n}) for n in range(25)])
-    reql_server.freeze()  # the server still writes, but answers nothing
+    items = received(writer, [message("t", {"n": n}) for n in range(25)], senders=25)
+    faulty_rethinkdb.freeze()  # the server still writes, but answers nothing
     task = asyncio.ensure_future(write_round(writer, items))
-    await wait_until(lambda: len(stored(reql_server)) == 26)
-    reql_server.drop_connections()  # the answer is lost with the connection
-    reql_server.thaw()
+    await wait_until(lambda: len(stored_while_frozen(faulty_rethinkdb)) == 26)
+    faulty_rethinkdb.drop_connections()  # the answer is lost with the connection
+    faulty_rethinkdb.thaw()
     await asyncio.wait_for(task, 20)
     # Each push recognised its documents of the group's attempt: inserted, once.
-    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+    check_answers(items, [doc for doc in stored(faulty_rethinkdb) if doc["n"] != -1])
 
 
-async def test_a_group_sent_while_rethinkdb_is_down_is_written_once_it_is_back(reql_server, caplog):
-    writer = await keyed_writer(reql_server.url)
+async def test_a_group_sent_while_rethinkdb_is_down_is_written_once_it_is_back(
+    faulty_rethinkdb, caplog
+):
+    writer = await keyed_writer(faulty_rethinkdb.url)
     assert (await writer.write(make_push("t", {"n": -1})))["ok"]
-    items = received(writer, [message("t", {"n": n}) for n in range(25)])
-    reql_server.call(lambda: reql_server.server.stop())
+    items = received(writer, [message("t", {"n": n}) for n in range(25)], senders=25)
+    faulty_rethinkdb.stop()
     with caplog.at_level(logging.WARNING, logger="changeflow_channels"):
         task = asyncio.ensure_future(write_round(writer, items))
         await wait_until(lambda: "retrying push" in caplog.text)
-    reql_server.call(reql_server.server.start)
+    faulty_rethinkdb.start()
     await asyncio.wait_for(task, 20)
-    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+    check_answers(items, [doc for doc in stored(faulty_rethinkdb) if doc["n"] != -1])
 
 
-async def test_a_tables_unknown_primary_key_is_looked_up_for_a_group(reql_server):
-    writer = make_writer(reql_server.url)  # knows no primary key yet
+async def test_a_tables_unknown_primary_key_is_looked_up_for_a_group(faulty_rethinkdb):
+    writer = make_writer(faulty_rethinkdb.url)  # knows no primary key yet
     assert (await writer.write(make_push("t", {"n": -1})))["ok"]  # creates d.t
-    items = received(writer, [message("t", {"n": n}) for n in range(10)])
+    items = received(writer, [message("t", {"n": n}) for n in range(10)], senders=10)
     assert len(plan(items)) == 10  # the key guessed ("id") is not trusted for a group
     items = await learn_primary_keys(writer, items, MAX_BYTES)
     assert len(plan(items)) == 1
     await write_round(writer, items)
-    check_answers(items, [doc for doc in stored(reql_server) if doc["n"] != -1])
+    check_answers(items, [doc for doc in stored(faulty_rethinkdb) if doc["n"] != -1])

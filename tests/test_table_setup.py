@@ -154,33 +154,33 @@ async def test_set_up_creates_tables_and_adds_a_new_index_on_the_next_run(db, re
     await assert_configured(r, conn, dbname)
 
 
-async def test_set_up_waits_for_a_rethinkdb_that_is_down_at_start(reql_server, log_event):
+async def test_set_up_waits_for_a_rethinkdb_that_is_down_at_start(faulty_rethinkdb, log_event):
     unavailable = log_event("setting up CHANGEFLOW_TABLES: RethinkDB unavailable")
-    reql_server.call(lambda: reql_server.server.stop(keep_data=False))
+    faulty_rethinkdb.stop(keep_data=False)
     setup = TableSetup(
-        new_driver(), parse_rethinkdb_url(reql_server.url), parse_tables({"shop.orders": SPEC})
+        new_driver(), parse_rethinkdb_url(faulty_rethinkdb.url), parse_tables({"shop.orders": SPEC})
     )
     task = asyncio.ensure_future(setup.run())
     try:
         await asyncio.wait_for(unavailable.event.wait(), 10)
         assert not setup.created.is_set()
-        reql_server.call(reql_server.server.start)
+        faulty_rethinkdb.start()
         assert await asyncio.wait_for(setup.wait_ready(), 15)
     finally:
         setup.stop()
         await asyncio.wait_for(task, 5)
     r = new_driver()
-    conn = await r.connect(host=reql_server.host, port=reql_server.port)
+    conn = await r.connect(host=faulty_rethinkdb.host, port=faulty_rethinkdb.port)
     try:
         await assert_configured(r, conn, "shop", "orders")
     finally:
         await conn.close(noreply_wait=False)
 
 
-async def test_set_up_stops_promptly_while_rethinkdb_is_down(reql_server):
-    reql_server.call(lambda: reql_server.server.stop(keep_data=False))
+async def test_set_up_stops_promptly_while_rethinkdb_is_down(faulty_rethinkdb):
+    faulty_rethinkdb.stop(keep_data=False)
     setup = TableSetup(
-        new_driver(), parse_rethinkdb_url(reql_server.url), parse_tables({"shop.orders": SPEC})
+        new_driver(), parse_rethinkdb_url(faulty_rethinkdb.url), parse_tables({"shop.orders": SPEC})
     )
     task = asyncio.ensure_future(setup.run())
     waiting = asyncio.ensure_future(setup.wait_created())

@@ -1,4 +1,4 @@
-"""Real processes for integration tests: a redis-server, a worker, Daphne.
+"""Real processes for integration tests: a redis-server, a RethinkDB, a worker, Daphne.
 
 Each is started on a free loopback port and waited for by what it prints
 (never by sleeping), and stopped with SIGTERM, then SIGKILL if it lingers.
@@ -7,6 +7,7 @@ Each is started on a free loopback port and waited for by what it prints
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -19,6 +20,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+
+from rethinkdb import RethinkDB
+
+logger = logging.getLogger("changeflow_channels.testing")
 
 
 def free_port() -> int:
@@ -170,6 +175,174 @@ class RedisServer:
         finally:
             server.stop()
             shutil.rmtree(server._dir, ignore_errors=True)
+
+
+RETHINKDB_READY = r"^Server ready"
+RETHINKDB_START_TIMEOUT = 60.0
+
+
+def established_connections(port: int) -> int:
+    """How many TCP connections to 127.0.0.1:``port`` are established (server side)."""
+    count = 0
+    with open("/proc/net/tcp", encoding="ascii") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == "01":  # 01: ESTABLISHED
+                count += 1
+    return count
+
+
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Until every thread of process ``pid`` is stopped (state ``T``) by a signal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(FileNotFoundError),
+                open(f"/proc/{pid}/task/{task}/stat", encoding="ascii", errors="replace") as stat,
+            ):
+                states.append(stat.read().rsplit(")", 1)[1].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} not stopped within {timeout} s: {states}")
+        time.sleep(0.001)  # polling /proc: a stop cannot be awaited
+
+
+class RethinkDBServer:
+    """A throwaway real ``rethinkdb`` server, with the fault injection of the tests.
+
+    Free driver and cluster ports, a temporary data directory, loopback only, no
+    web admin. Faults act on the real process: ``restart`` is a crash (SIGKILL)
+    and a start on the same ports, on the same data directory (``keep_data``) or
+    a fresh one (data loss); ``freeze``/``thaw`` are SIGSTOP/SIGCONT (the kernel
+    keeps connections open and accepts new ones, nothing answers);
+    ``drop_connections`` is a crash and an immediate restart on the same data and
+    ports, since a real server has no way to cut its clients from outside.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, binary: str) -> None:
+        self.binary = os.path.abspath(binary)
+        self.port = free_port()
+        self.cluster_port = free_port()
+        self.process: ManagedProcess | None = None
+        self.frozen = False
+        self._root = tempfile.mkdtemp(prefix="changeflow-rethinkdb-")
+        self._generation = 0
+
+    @property
+    def url(self) -> str:
+        return f"rethinkdb://admin@{self.host}:{self.port}"
+
+    @property
+    def directory(self) -> str:
+        return os.path.join(self._root, f"data{self._generation}")
+
+    @property
+    def output(self) -> str:
+        return self.process.output if self.process is not None else ""
+
+    def start(self) -> None:
+        """Start (on the same ports and data directory as before); wait until every
+        table of every database is ready."""
+        if self.process is not None and self.process.process.poll() is None:
+            return
+        if not os.access(self.binary, os.X_OK):
+            raise RuntimeError(f"no RethinkDB server binary at {self.binary}")
+        self.process = ManagedProcess(
+            [
+                self.binary,
+                "--directory",
+                self.directory,
+                "--bind",
+                self.host,
+                "--no-default-bind",
+                "--driver-port",
+                str(self.port),
+                "--cluster-port",
+                str(self.cluster_port),
+                "--no-http-admin",
+            ]
+        )
+        self.process.wait_for(RETHINKDB_READY, timeout=RETHINKDB_START_TIMEOUT)
+        self.frozen = False
+        self._wait_tables_ready()
+        logger.info("RethinkDB ready on %s (data in %s)", self.url, self.directory)
+
+    def _wait_tables_ready(self) -> None:
+        r = RethinkDB()
+        with r.connect(host=self.host, port=self.port, timeout=RETHINKDB_START_TIMEOUT) as conn:
+            for database in r.db_list().run(conn):
+                if database != "rethinkdb":
+                    r.db(database).wait(timeout=RETHINKDB_START_TIMEOUT).run(conn)
+
+    def stop(self, *, keep_data: bool = True) -> None:
+        """A clean shutdown: SIGTERM, then SIGKILL if it lingers."""
+        if self.process is not None:
+            self.thaw()
+            self.process.stop()
+        if not keep_data:
+            self._forget_data()
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no shutdown of any kind."""
+        if self.process is not None:
+            self.process.kill()
+            self.frozen = False
+
+    def restart(self, *, keep_data: bool = True, down_for: float = 0.0) -> None:
+        """Crash, stay down ``down_for`` seconds, start again on the same ports,
+        with the data (``keep_data``) or on a fresh directory."""
+        self.kill()
+        if not keep_data:
+            self._forget_data()
+        if down_for:
+            time.sleep(down_for)  # the outage itself, not a wait for something
+        self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, nothing is read or answered. Returns once
+        every thread of the server is stopped (the signal itself is asynchronous)."""
+        if self.process is not None:
+            self.process.signal(signal.SIGSTOP)
+            self.frozen = True
+            wait_stopped(self.process.process.pid)
+
+    def thaw(self) -> None:
+        """SIGCONT: the server reads and answers what was sent meanwhile."""
+        if self.process is not None and self.frozen:
+            self.process.signal(signal.SIGCONT)
+            self.frozen = False
+
+    def drop_connections(self) -> int:
+        """Every client connection drops (by a crash and a restart on the same data
+        and ports: see the class doc). Returns how many there were."""
+        count = established_connections(self.port)
+        self.restart(keep_data=True)
+        return count
+
+    def _forget_data(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self._generation += 1
+
+    def close(self) -> None:
+        """Stop and remove the data directories."""
+        self.stop()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, binary: str) -> Iterator[RethinkDBServer]:
+        server = cls(binary)
+        try:
+            server.start()
+            yield server
+        finally:
+            server.close()
 
 
 DAPHNE_READY = r"Listening on TCP address"

@@ -491,7 +491,7 @@ class ReqlServer:
         try:
             yield threaded
         finally:
-            threaded.stop()
+            threaded.close()
 
 
 class ThreadedReqlServer:
@@ -529,13 +529,21 @@ class ThreadedReqlServer:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
     def start(self) -> None:
-        self._thread.start()
+        """Listen (again, on the same port after ``stop()``)."""
+        if not self._thread.is_alive():
+            self._thread.start()
         self.call(self.server.start)
 
     def stop(self, *, keep_data: bool = True) -> None:
+        """Go down (every client is dropped) until ``start()``; the thread stays."""
+        if self._thread.is_alive():
+            self.call(lambda: self.server.stop(keep_data=keep_data))
+
+    def close(self) -> None:
+        """Stop for good, with the thread and its loop."""
         if not self._thread.is_alive():
             return
-        self.call(lambda: self.server.stop(keep_data=keep_data))
+        self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()

@@ -134,9 +134,9 @@ async def test_the_worker_serves_its_metrics_and_they_move_with_pushes_and_chang
 
 
 async def test_a_lost_rethinkdb_connection_counts_a_feed_restart(
-    metrics_worker_factory, layer, stream_db, reql_server
+    metrics_worker_factory, layer, stream_db, faulty_rethinkdb
 ):
-    worker = metrics_worker_factory(CHANGEFLOW_TEST_RETHINKDB_URL=reql_server.url)
+    worker = metrics_worker_factory(CHANGEFLOW_TEST_RETHINKDB_URL=faulty_rethinkdb.url)
     stream = f"{stream_db}.t"
     assert (await push_and_wait(layer, worker.channel, stream_db, "t", {"n": 1}))["ok"]
     await wait_for_metrics(
@@ -144,7 +144,7 @@ async def test_a_lost_rethinkdb_connection_counts_a_feed_restart(
     )
     following = rf"following {stream} \(epoch"
     await asyncio.to_thread(worker.process.wait_for, following, from_start=True)
-    reql_server.drop_connections()
+    faulty_rethinkdb.drop_connections()
     await wait_for_metrics(
         worker.url, lambda p: p.get("changeflow_feed_restarts_total", stream=stream) >= 1
     )

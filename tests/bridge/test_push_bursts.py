@@ -14,6 +14,8 @@ import pytest
 from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 
+from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
+
 from ..conftest import save_output
 from .conftest import start_ready_worker
 from .helpers import receive
@@ -154,13 +156,13 @@ async def test_bad_and_duplicate_pushes_in_a_burst_get_their_own_errors(
 
 
 async def test_pushes_received_while_rethinkdb_is_down_are_written_once_it_is_back(
-    reql_server, process_env, redis_url, stream_db
+    faulty_rethinkdb, process_env, redis_url, stream_db, ar
 ):
     prefix = "pb" + uuid.uuid4().hex[:8]
     worker = start_ready_worker(
         process_env,
         extra_env={
-            "CHANGEFLOW_TEST_RETHINKDB_URL": reql_server.url,
+            "CHANGEFLOW_TEST_RETHINKDB_URL": faulty_rethinkdb.url,
             "CHANGEFLOW_TEST_REDIS_PREFIX": prefix,
             "CHANGEFLOW_TEST_WATCH": f"{stream_db}.*",
             "CHANGEFLOW_TEST_HANDLERS": "",
@@ -171,7 +173,7 @@ async def test_pushes_received_while_rethinkdb_is_down_are_written_once_it_is_ba
     try:
         first = await sender(layer, [push(stream_db, "t", {"n": -1})])  # creates the table
         assert first[0]["ok"] is True, first
-        reql_server.call(lambda: reql_server.server.stop())
+        faulty_rethinkdb.stop()
         bursts = [
             [push(stream_db, "t", {"s": s, "n": n}, id=n) for n in range(50)] for s in range(2)
         ]
@@ -185,13 +187,11 @@ async def test_pushes_received_while_rethinkdb_is_down_are_written_once_it_is_ba
             await asyncio.sleep(0.01)
         else:
             raise TimeoutError("the worker did not take the pushes")
-        reql_server.call(reql_server.server.start)
+        faulty_rethinkdb.start()
         answers = await asyncio.wait_for(sending, 60)
 
-        async def scan() -> list[dict]:
-            return reql_server.server.engine.store.db(stream_db).tables["t"].scan()
-
-        docs = {doc["id"]: doc for doc in reql_server.call(scan)}
+        kwargs = parse_rethinkdb_url(faulty_rethinkdb.url).connect_kwargs()
+        docs = {doc["id"]: doc for doc in await read_table(ar, kwargs, stream_db, "t")}
         assert len(docs) == 101
         for burst, got in zip(bursts, answers, strict=True):
             assert [answer["id"] for answer in got] == list(range(50))

@@ -284,12 +284,12 @@ async def run_fault(h: Harness, kind: str, inject) -> Docs:
     return table
 
 
-async def test_rethinkdb_restart_mid_stream(reql_server, harness):
-    h = harness(reql=reql_server)
+async def test_rethinkdb_restart_mid_stream(faulty_rethinkdb, harness):
+    h = harness(reql=faulty_rethinkdb)
     await run_fault(
         h,
         "RethinkDB restarted (down 1 s)",
-        lambda: asyncio.to_thread(reql_server.restart, keep_data=True, down_for=1.0),
+        lambda: asyncio.to_thread(faulty_rethinkdb.restart, keep_data=True, down_for=1.0),
     )
 
 
@@ -298,18 +298,18 @@ async def test_redis_restart_mid_stream(own_redis, harness):
     await run_fault(h, "Redis restarted", lambda: asyncio.to_thread(own_redis.restart))
 
 
-async def test_rethinkdb_half_open_mid_stream(reql_server, harness):
+async def test_rethinkdb_half_open_mid_stream(faulty_rethinkdb, harness):
     """RethinkDB stops answering but keeps the connections open, until the worker
     notices on the table's feed (its keepalive ping times out); then it answers again."""
-    h = harness(reql=reql_server)
+    h = harness(reql=faulty_rethinkdb)
     noticed = re.escape(h.stream) + r": RethinkDB did not answer a ping"
 
     async def freeze_until_noticed() -> None:
-        await asyncio.to_thread(reql_server.freeze)
+        await asyncio.to_thread(faulty_rethinkdb.freeze)
         try:
             await asyncio.to_thread(h.stack.worker.wait_for, noticed, 20)
         finally:
-            await asyncio.to_thread(reql_server.thaw)
+            await asyncio.to_thread(faulty_rethinkdb.thaw)
 
     await run_fault(h, "RethinkDB half-open until the worker noticed", freeze_until_noticed)
 

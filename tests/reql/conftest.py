@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
+from ..conftest import USING_REAL_RETHINKDB
 from ._client import KINDS, Client, RawConnection
-
-REAL_RETHINKDB = os.environ.get("CHANGEFLOW_TEST_RETHINKDB")
 
 
 @pytest.fixture(params=KINDS)
@@ -45,7 +43,7 @@ async def table(client: Client) -> str:
 
 
 reql_test_server_only = pytest.mark.skipif(
-    bool(REAL_RETHINKDB), reason="behaviour specific to the ReQL test server"
+    USING_REAL_RETHINKDB, reason="behaviour specific to the ReQL test server"
 )
 
 

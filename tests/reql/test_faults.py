@@ -1,4 +1,5 @@
-"""Fault injection on a private ReQL test server, and what the official driver then does."""
+"""Fault injection on a RethinkDB of the test's own (a ReQL test server or a real
+process), and what the official driver then does."""
 
 from __future__ import annotations
 
@@ -14,21 +15,22 @@ from rethinkdb.errors import (
     ReqlTimeoutError,
 )
 
-from changeflow_channels.testing import ThreadedReqlServer
+from changeflow_channels.testing.faulty import FaultyRethinkDB
 
+from ..conftest import only_on_test_server
 from ._client import Client, error_message
 
 DB = "faults"
 
 
-async def _connect(server: ThreadedReqlServer, kind: str, **kwargs) -> Client:
+async def _connect(server: FaultyRethinkDB, kind: str, **kwargs) -> Client:
     return await Client.connect(kind, host=server.host, port=server.port, db=DB, **kwargs)
 
 
 @pytest.fixture
-async def faulty(reql_server: ThreadedReqlServer, kind: str) -> AsyncIterator[Client]:
+async def faulty(faulty_rethinkdb: FaultyRethinkDB, kind: str) -> AsyncIterator[Client]:
     """A connection to the private server, with table ``items`` in database ``faults``."""
-    client = await _connect(reql_server, kind)
+    client = await _connect(faulty_rethinkdb, kind)
     await client.run(client.r.db_create(DB))
     await client.run(client.r.table_create("items"))
     yield client
@@ -36,16 +38,16 @@ async def faulty(reql_server: ThreadedReqlServer, kind: str) -> AsyncIterator[Cl
 
 
 async def test_drop_connections_ends_an_open_feed(
-    reql_server: ThreadedReqlServer, faulty: Client, kind: str
+    faulty_rethinkdb: FaultyRethinkDB, faulty: Client, kind: str
 ) -> None:
     r = faulty.r
     feed = await faulty.feed(r.table("items").changes())
-    assert reql_server.drop_connections() >= 1
+    assert faulty_rethinkdb.drop_connections() >= 1
     with pytest.raises((ReqlDriverError, ReqlRuntimeError), match="Connection is closed"):
         await feed.next()
     with pytest.raises(ReqlDriverError, match="Connection is closed"):
         await faulty.run(r.expr(1))
-    fresh = await _connect(reql_server, kind)
+    fresh = await _connect(faulty_rethinkdb, kind)
     try:
         assert await fresh.run(r.table_list()) == ["items"]
     finally:
@@ -53,16 +55,16 @@ async def test_drop_connections_ends_an_open_feed(
 
 
 async def test_restart_keeping_data(
-    reql_server: ThreadedReqlServer, faulty: Client, kind: str
+    faulty_rethinkdb: FaultyRethinkDB, faulty: Client, kind: str
 ) -> None:
     r = faulty.r
     await faulty.run(r.table("items").insert({"id": 1}))
-    port = reql_server.port
-    reql_server.restart(keep_data=True)
-    assert reql_server.port == port
+    port = faulty_rethinkdb.port
+    faulty_rethinkdb.restart(keep_data=True)
+    assert faulty_rethinkdb.port == port
     with pytest.raises(ReqlDriverError):
         await faulty.run(r.expr(1))
-    fresh = await _connect(reql_server, kind)
+    fresh = await _connect(faulty_rethinkdb, kind)
     try:
         assert await fresh.run(r.table("items").get(1)) == {"id": 1}
     finally:
@@ -70,12 +72,12 @@ async def test_restart_keeping_data(
 
 
 async def test_restart_discarding_data(
-    reql_server: ThreadedReqlServer, faulty: Client, kind: str
+    faulty_rethinkdb: FaultyRethinkDB, faulty: Client, kind: str
 ) -> None:
     r = faulty.r
     await faulty.run(r.table("items").insert({"id": 1}))
-    reql_server.restart(keep_data=False)
-    fresh = await _connect(reql_server, kind)
+    faulty_rethinkdb.restart(keep_data=False)
+    fresh = await _connect(faulty_rethinkdb, kind)
     try:
         message = await error_message(ReqlOpFailedError, fresh.run(r.table("items")))
         assert message == f"Database `{DB}` does not exist."
@@ -84,80 +86,86 @@ async def test_restart_discarding_data(
 
 
 async def test_connecting_while_the_server_is_down(
-    reql_server: ThreadedReqlServer, faulty: Client, kind: str
+    faulty_rethinkdb: FaultyRethinkDB, faulty: Client, kind: str
 ) -> None:
-    reql_server.call(reql_server.server.stop)
+    faulty_rethinkdb.stop()
     with pytest.raises(ReqlDriverError, match="Could not connect"):
-        await _connect(reql_server, kind)
-    reql_server.call(reql_server.server.start)
-    fresh = await _connect(reql_server, kind)
+        await _connect(faulty_rethinkdb, kind)
+    faulty_rethinkdb.start()
+    fresh = await _connect(faulty_rethinkdb, kind)
     try:
         assert await fresh.run(fresh.r.table_list()) == ["items"]
     finally:
         await fresh.close()
 
 
-async def test_delay_holds_back_responses(reql_server: ThreadedReqlServer, faulty: Client) -> None:
+@only_on_test_server("set_delay holds back every response; a real process has no such switch")
+async def test_delay_holds_back_responses(
+    faulty_rethinkdb: FaultyRethinkDB, faulty: Client
+) -> None:
     r = faulty.r
-    reql_server.set_delay(0.3)
+    faulty_rethinkdb.set_delay(0.3)
     started = time.monotonic()
     assert await faulty.run(r.expr("late")) == "late"
     assert time.monotonic() - started >= 0.3
-    reql_server.set_delay(0)
+    faulty_rethinkdb.set_delay(0)
     started = time.monotonic()
     assert await faulty.run(r.expr("prompt")) == "prompt"
     assert time.monotonic() - started < 0.3
 
 
 async def test_freeze_holds_feed_changes_until_thaw(
-    reql_server: ThreadedReqlServer, faulty: Client, kind: str
+    faulty_rethinkdb: FaultyRethinkDB, faulty: Client, kind: str
 ) -> None:
     r = faulty.r
     feed = await faulty.feed(r.table("items").changes())
-    writer = await _connect(reql_server, kind)
+    writer = await _connect(faulty_rethinkdb, kind)
     try:
-        reql_server.freeze()
-        # The server still reads and runs queries; only its answers are held back.
+        faulty_rethinkdb.freeze()
+        # Sent to a server that answers nothing; it runs once thawed (a real one reads
+        # it then, the test server has already run it and held back the answer).
         await writer.raw(r.table("items").insert({"id": "while-frozen"}), noreply=True)
         with pytest.raises((ReqlTimeoutError, asyncio.TimeoutError)):
             await feed.next(timeout=0.2)
-        reql_server.thaw()
+        faulty_rethinkdb.thaw()
         assert (await feed.next())["new_val"] == {"id": "while-frozen"}
     finally:
-        reql_server.thaw()
+        faulty_rethinkdb.thaw()
         await writer.close()
     await feed.close()
 
 
 async def test_connecting_to_a_frozen_server_times_out(
-    reql_server: ThreadedReqlServer, kind: str
+    faulty_rethinkdb: FaultyRethinkDB, kind: str
 ) -> None:
-    reql_server.freeze()
+    faulty_rethinkdb.freeze()
     try:
         with pytest.raises((ReqlDriverError, ReqlTimeoutError)):
-            await Client.connect(kind, host=reql_server.host, port=reql_server.port, timeout=0.3)
+            await Client.connect(
+                kind, host=faulty_rethinkdb.host, port=faulty_rethinkdb.port, timeout=0.3
+            )
     finally:
-        reql_server.thaw()
+        faulty_rethinkdb.thaw()
 
 
 async def test_frozen_query_completes_on_thaw_or_fails_on_drop(
-    reql_server: ThreadedReqlServer,
+    faulty_rethinkdb: FaultyRethinkDB,
 ) -> None:
-    client = await Client.connect("asyncio", host=reql_server.host, port=reql_server.port)
+    client = await Client.connect("asyncio", host=faulty_rethinkdb.host, port=faulty_rethinkdb.port)
     r = client.r
-    reql_server.freeze()
+    faulty_rethinkdb.freeze()
     held = asyncio.ensure_future(client.run(r.expr("held")))
     done, _ = await asyncio.wait({held}, timeout=0.2)
     assert not done, "a frozen server must not answer"
-    reql_server.thaw()
+    faulty_rethinkdb.thaw()
     assert await asyncio.wait_for(held, 5) == "held"
 
-    reql_server.freeze()
+    faulty_rethinkdb.freeze()
     lost = asyncio.ensure_future(client.run(r.expr("lost")))
     done, _ = await asyncio.wait({lost}, timeout=0.1)
     assert not done
-    reql_server.drop_connections()
+    faulty_rethinkdb.drop_connections()
     with pytest.raises(ReqlDriverError, match="Connection is closed"):
         await asyncio.wait_for(lost, 5)
-    reql_server.thaw()
+    faulty_rethinkdb.thaw()
     await client.close()

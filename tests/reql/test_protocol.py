@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from rethinkdb.ql2_pb2 import Response
 
 from changeflow_channels.testing import ReqlServer
 
+from ..conftest import RETHINKDB_BIN
 from ._client import Client, RawConnection
 from .conftest import reql_test_server_only
 
@@ -51,17 +53,39 @@ async def test_unknown_user_is_an_auth_error(rethinkdb_target: Any, kind: str) -
         await Client.connect(kind, **kwargs)
 
 
-async def test_password_protected_server(kind: str) -> None:
-    with ReqlServer.in_thread(port=0, password="s3cr=t,pw") as server:
+PASSWORD = "s3cr=t,pw"
+
+
+@pytest.fixture
+def protected(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    """(host, port) of a server whose admin password is ``PASSWORD``: a real one of
+    the test's own given it through the driver, or a ReQL test server started with it."""
+    if RETHINKDB_BIN:
+        server = request.getfixturevalue("faulty_rethinkdb")
+        r = RethinkDB()
+        with r.connect(host=server.host, port=server.port) as conn:
+            r.db("rethinkdb").table("users").get("admin").update({"password": PASSWORD}).run(conn)
+        yield server.host, server.port
+        return
+    with ReqlServer.in_thread(port=0, password=PASSWORD) as test_server:
+        yield test_server.host, test_server.port
+
+
+def test_the_test_servers_url_carries_its_password() -> None:
+    with ReqlServer.in_thread(port=0, password=PASSWORD) as server:
         assert server.url == f"rethinkdb://admin:s3cr=t,pw@127.0.0.1:{server.port}"
-        good = await Client.connect(kind, host=server.host, port=server.port, password="s3cr=t,pw")
-        try:
-            assert await good.run(good.r.expr("in")) == "in"
-        finally:
-            await good.close()
-        for password in ("", "wrong"):
-            with pytest.raises(ReqlAuthError):
-                await Client.connect(kind, host=server.host, port=server.port, password=password)
+
+
+async def test_password_protected_server(protected: tuple[str, int], kind: str) -> None:
+    host, port = protected
+    good = await Client.connect(kind, host=host, port=port, password=PASSWORD)
+    try:
+        assert await good.run(good.r.expr("in")) == "in"
+    finally:
+        await good.close()
+    for password in ("", "wrong"):
+        with pytest.raises(ReqlAuthError):
+            await Client.connect(kind, host=host, port=port, password=password)
 
 
 async def test_server_info(client: Client) -> None:
