@@ -6,7 +6,12 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends
 
-.PHONY: test test-fast lint bench demo venv redis-server chromium
+# A real RethinkDB server binary for test-rethinkdb and bench-rethinkdb: the shared
+# build beside this checkout when there is one; RETHINKDB=/path/to/rethinkdb overrides.
+RETHINKDB ?= $(wildcard ../shared/rethinkdb/rethinkdb)
+RETHINKDB_BIN = $(abspath $(RETHINKDB))
+
+.PHONY: test test-fast test-rethinkdb lint bench bench-rethinkdb demo venv redis-server chromium rethinkdb-bin
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +37,23 @@ test: $(VENV)/.installed-test redis-server chromium
 test-fast: $(VENV)/.installed-test redis-server
 	$(PY) -m pytest -p no:cacheprovider -m "not slow"
 
+rethinkdb-bin:
+	@[ -n "$(RETHINKDB)" ] || { echo "no RethinkDB server binary: run with RETHINKDB=/path/to/rethinkdb" >&2; exit 2; }
+	@[ -x "$(RETHINKDB_BIN)" ] || { echo "RETHINKDB=$(RETHINKDB): not an executable file" >&2; exit 2; }
+
+# The whole suite against a real RethinkDB the tests start themselves (fault tests included).
+test-rethinkdb: $(VENV)/.installed-test redis-server chromium rethinkdb-bin
+	CHANGEFLOW_TEST_RETHINKDB_BIN=$(RETHINKDB_BIN) $(PY) -m pytest -p no:cacheprovider
+
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 bench: $(VENV)/.installed-bench redis-server
 	$(PY) -m bench
+
+bench-rethinkdb: $(VENV)/.installed-bench redis-server rethinkdb-bin
+	CHANGEFLOW_TEST_RETHINKDB_BIN=$(RETHINKDB_BIN) $(PY) -m bench
 
 demo: $(VENV)/.installed-demo redis-server
 	$(PY) demo/run.py

@@ -83,6 +83,7 @@ def machine() -> dict[str, str]:
         "Python": platform.python_version(),
         "Redis": redis.split()[2].removeprefix("v=") if redis else "?",
         "RethinkDB": (os.environ.get("CHANGEFLOW_TEST_RETHINKDB") and "real server")
+        or (os.environ.get("CHANGEFLOW_TEST_RETHINKDB_BIN") and "real server, its own process")
         or "the ReQL test server (in-memory, Python), its own process",
         "packages": packages,
     }

@@ -1,7 +1,8 @@
 """Throughput of the ReQL test server (or a real RethinkDB) through the asyncio driver.
 
 The server runs in its own process (the test server's CLI), as a real RethinkDB
-would, unless ``CHANGEFLOW_TEST_RETHINKDB`` names a real one. Every figure is
+would, unless ``CHANGEFLOW_TEST_RETHINKDB`` names a real one or
+``CHANGEFLOW_TEST_RETHINKDB_BIN`` a ``rethinkdb`` binary to start one with. Every figure is
 measured over a fixed time window, so the whole scenario stays bounded.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from rethinkdb import RethinkDB
 
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
+from changeflow_channels.testing.processes import RethinkDBServer
 
 NAME = "reql_server"
 DESCRIPTION = "inserts/s (single, batched) and changes/s to one feed reader, asyncio driver"
@@ -30,10 +32,20 @@ STARTUP_TIMEOUT = 20.0
 
 @contextlib.asynccontextmanager
 async def rethinkdb_url() -> AsyncIterator[str]:
-    """``CHANGEFLOW_TEST_RETHINKDB``, or a ReQL test server started in a subprocess."""
+    """``CHANGEFLOW_TEST_RETHINKDB``, a real server of ``CHANGEFLOW_TEST_RETHINKDB_BIN``,
+    or a ReQL test server started in a subprocess."""
     real = os.environ.get("CHANGEFLOW_TEST_RETHINKDB")
     if real:
         yield real
+        return
+    binary = os.environ.get("CHANGEFLOW_TEST_RETHINKDB_BIN")
+    if binary:
+        server = RethinkDBServer(binary)
+        try:
+            await asyncio.to_thread(server.start)
+            yield server.url
+        finally:
+            await asyncio.to_thread(server.close)
         return
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -1,5 +1,6 @@
 """The parts under test, as separate processes: RethinkDB (the ReQL test server,
-or ``CHANGEFLOW_TEST_RETHINKDB``), a redis-server, the worker and Daphne.
+``CHANGEFLOW_TEST_RETHINKDB``, or a real server started from the binary
+``CHANGEFLOW_TEST_RETHINKDB_BIN``), a redis-server, the worker and Daphne.
 
 Started once, on first use, and shared by the scenarios; ``shutdown()`` stops
 them. Process output is kept in ``bench/results/*.log``.
@@ -24,6 +25,7 @@ from changeflow_channels.testing.processes import (
     DAPHNE_READY,
     ManagedProcess,
     RedisServer,
+    RethinkDBServer,
     free_port,
     start_daphne,
     start_worker,
@@ -59,6 +61,7 @@ class Stack:
     env: dict[str, str]
     ws_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    rethinkdb: RethinkDBServer | None = None  # a real server of the stack's own
 
     @property
     def connect_kwargs(self) -> dict[str, object]:
@@ -122,7 +125,17 @@ def _start() -> Stack:
     raise_nofile()
     processes: dict[str, ManagedProcess] = {}
     url = os.environ.get("CHANGEFLOW_TEST_RETHINKDB")
-    if not url:
+    binary = os.environ.get("CHANGEFLOW_TEST_RETHINKDB_BIN")
+    rethinkdb: RethinkDBServer | None = None
+    if not url and binary:
+        rethinkdb = RethinkDBServer(binary)
+        try:
+            rethinkdb.start()
+        except BaseException:
+            rethinkdb.close()
+            raise
+        url = rethinkdb.url
+    elif not url:
         reql = ManagedProcess(
             [sys.executable, "-m", "changeflow_channels.testing", "--port", "0"],
             env={"PYTHONUNBUFFERED": "1"},
@@ -135,6 +148,8 @@ def _start() -> Stack:
     except BaseException:
         for process in processes.values():
             process.stop()
+        if rethinkdb is not None:
+            rethinkdb.close()
         raise
     env = {
         "DJANGO_SETTINGS_MODULE": "bench.settings",
@@ -143,7 +158,7 @@ def _start() -> Stack:
         "CHANGEFLOW_TEST_RETHINKDB_URL": url,
         "CHANGEFLOW_TEST_REDIS_URL": redis.url,
     }
-    stack = Stack(url, redis, env, processes=processes)
+    stack = Stack(url, redis, env, processes=processes, rethinkdb=rethinkdb)
     try:
         stack.start_worker("worker", f"{DATABASE}.*")
         stack.ws_port = free_port()
@@ -171,3 +186,9 @@ def _stop(stack: Stack) -> None:
     stack.redis.stop()
     if "reql_server" in stack.processes:
         stack.stop("reql_server")
+    if stack.rethinkdb is not None and stack.rethinkdb.process is not None:
+        stack.rethinkdb.stop()
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "rethinkdb.log").write_text(stack.rethinkdb.output + "\n", encoding="utf-8")
+    if stack.rethinkdb is not None:
+        stack.rethinkdb.close()
