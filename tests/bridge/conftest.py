@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import websockets
 from channels_redis.core import RedisChannelLayer
+from rethinkdb import RethinkDB
 
 from changeflow_channels.testing.processes import (
     DAPHNE_READY,
@@ -115,9 +116,15 @@ async def layer(redis_url) -> AsyncIterator[RedisChannelLayer]:
 
 
 @pytest.fixture
-def stream_db() -> str:
-    """A database name of the test's own (created by the pushes themselves)."""
-    return "e2e_" + uuid.uuid4().hex[:10]
+def stream_db(rethinkdb_target) -> Iterator[str]:
+    """A database name of the test's own (created by the pushes themselves), dropped
+    afterwards: a real server's every table costs the suite's worker a feed."""
+    name = "e2e_" + uuid.uuid4().hex[:10]
+    yield name
+    r = RethinkDB()
+    with r.connect(**rethinkdb_target.connect_kwargs()) as conn:
+        if name in r.db_list().run(conn):
+            r.db_drop(name).run(conn)
 
 
 @pytest.fixture

@@ -84,15 +84,18 @@ def demo_stack(rethinkdb_target, redis_url) -> Iterator[DemoStack]:
         "CHANGEFLOW_DEMO_MODE": "browser tests",
     }
     worker = start_worker(env=env, cwd=str(DEMO))
-    worker.wait_for(WORKER_READY, timeout=60)
     port = free_port()
     stack = DemoStack(f"http://127.0.0.1:{port}/", env, port, daphne=None)  # type: ignore[arg-type]
-    stack.start_daphne()
-    yield stack
-    stack.daphne.stop()
-    worker.stop()
-    save_output("demo-worker", worker)
-    save_output("demo-daphne", stack.daphne)
+    try:  # stopped however far the start got
+        worker.wait_for(WORKER_READY, timeout=60)
+        stack.start_daphne()
+        yield stack
+    finally:
+        if stack.daphne is not None:
+            stack.daphne.stop()
+            save_output("demo-daphne", stack.daphne)
+        worker.stop()
+        save_output("demo-worker", worker)
 
 
 @pytest.fixture
