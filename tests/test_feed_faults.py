@@ -1,7 +1,8 @@
 """A table's feed against a misbehaving RethinkDB: half-open connections, restarts, drops.
 
-The feed runs in the test's process against a ReQL test server with faults
-injected; the ping interval is shortened so the half-open case takes a second.
+The feed runs in the test's process against a RethinkDB of the test's own (a ReQL
+test server, or a real process) with faults injected; the ping interval is
+shortened so the half-open case takes a second.
 """
 
 from __future__ import annotations
