@@ -9,10 +9,11 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from rethinkdb.errors import ReqlError
+from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
 from .connection import Reconnecting, is_connection_error
 from .pushes import RESULT_TYPE, PushError, PushRequest, error_result
+from .table_clashes import repair_table
 from .tables import TableRegistry, is_missing_error
 
 logger = logging.getLogger("changeflow_channels")
@@ -67,12 +68,15 @@ class PushWriter:
                 conn = await self.connection.get()
                 try:
                     counts = await self._apply_in_time(conn, request, retry)
-                except ReqlError as error:
-                    if created or not is_missing_error(error):
+                except ReqlOpFailedError as error:
+                    if not created and is_missing_error(error):
+                        await self.tables.ensure(conn, request.database, request.table)
+                        created = True
+                    elif await self._writable(conn, request, give_up):
+                        retry = True  # a write of several documents may have landed in part
+                    else:
                         raise
-                    await self.tables.ensure(conn, request.database, request.table)
-                    created = True
-                    counts = await self._apply_in_time(conn, request, retry)
+                    continue
                 self.written.add((request.database, request.table))
                 return push_result(request, counts, generated)
             except PushError as error:
@@ -93,6 +97,25 @@ class PushWriter:
                 logger.warning("RethinkDB unavailable (%s); retrying push in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _writable(self, conn: Any, request: PushRequest, give_up: float) -> bool:
+        """After a write failed on a table that exists: wait (until ``give_up``) for
+        the table to take writes again. A table just restarted, or whose primary
+        replica was lost, takes writes once RethinkDB is ready; two tables of one
+        name are made one. False when it did not come back in time."""
+        remaining = give_up - time.monotonic()
+        if remaining <= 0:
+            return False
+        table = self.r.db(request.database).table(request.table)
+        try:
+            await repair_table(self.r, conn, request.database, request.table)
+            # RethinkDB takes whole seconds here.
+            ready = table.wait(wait_for="ready_for_writes", timeout=max(1, round(remaining)))
+            await asyncio.wait_for(ready.run(conn), remaining + WRITE_TIMEOUT)
+        except ReqlOpFailedError as error:
+            logger.info("%s.%s does not take writes: %s", request.database, request.table, error)
+            return False
+        return True
 
     def with_keys(self, request: PushRequest) -> tuple[PushRequest, list[Any]]:
         """Give every inserted document without a primary key one of ours.

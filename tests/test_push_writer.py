@@ -107,3 +107,17 @@ async def test_documents_without_their_key_are_refused(faulty_rethinkdb, op, dat
     writer = make_writer(faulty_rethinkdb.url)
     result = await writer.write(push(data, op=op, key=key))
     assert result["ok"] is False and error in result["error"]
+
+
+async def test_a_push_right_after_a_restart_waits_until_the_table_takes_writes(faulty_rethinkdb):
+    # A real server answers "primary replica not available" for a moment after
+    # it is up again: the push waits for the table, it is not refused.
+    writer = make_writer(faulty_rethinkdb.url)
+    assert (await writer.write(push({"n": 0})))["ok"]
+    faulty_rethinkdb.stop()
+    # Retrying the connection, the writes reach the server as soon as it listens.
+    writes = [asyncio.ensure_future(writer.write(push({"n": n}))) for n in range(1, 4)]
+    await asyncio.to_thread(faulty_rethinkdb.start)
+    for result in await asyncio.wait_for(asyncio.gather(*writes), 30):
+        assert (result["ok"], result["inserted"]) == (True, 1), result
+    assert sorted(doc["n"] for doc in stored(faulty_rethinkdb)) == [0, 1, 2, 3]
