@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +28,10 @@ class TableDiscovery:
     read, and True for every table seen after it (including those found only
     after a reconnect: they were created while we could not see it).
 
-    Tables are told by their ids: two tables of one name (racing creates) are
-    one table here, reported to ``clashed``, and a name stays known until
-    its last table is gone.
+    Tables are told by their ids: a second table of a known name (racing
+    creates) is reported to ``clashed``, not ``added``; once the table that
+    was added is gone, the name is removed, and added again (as a new table)
+    if another table has it.
     """
 
     def __init__(
@@ -50,7 +50,9 @@ class TableDiscovery:
         # table id -> (database, name); a name may have several ids for a while
         # (racing creates), and is added once and removed with its last id.
         self.known: dict[str, tuple[str, str]] = {}
-        self._ids_by_name: Counter[tuple[str, str]] = Counter()
+        self._primary_keys: dict[str, str] = {}  # table id -> its primary key
+        self._reported: dict[tuple[str, str], str] = {}  # name -> the id added() told of
+        self._ids: dict[tuple[str, str], set[str]] = {}  # name -> its tables' ids
         self.ready = asyncio.Event()
         self.stopping = False
         self._conn: Any = None
@@ -122,17 +124,32 @@ class TableDiscovery:
     def _learn(self, row: dict[str, Any], appeared: bool) -> None:
         key = (row["db"], row["name"])
         self.known[row["id"]] = key
-        self._ids_by_name[key] += 1
-        if self._ids_by_name[key] == 1:
-            self.added(row["db"], row["name"], row.get("primary_key", "id"), appeared)
+        self._primary_keys[row["id"]] = row.get("primary_key", "id")
+        self._ids.setdefault(key, set()).add(row["id"])
+        if key not in self._reported:
+            self._reported[key] = row["id"]
+            self.added(*key, self._primary_keys[row["id"]], appeared)
         elif self.clashed is not None:
+            # Racing creates, or a table dropped and created again whose
+            # removal is reported after the new table (RethinkDB does not
+            # order the changes of different rows).
             self.clashed(*key)
 
     def _forget(self, table_id: str) -> None:
         key = self.known.pop(table_id, None)
+        self._primary_keys.pop(table_id, None)
         if key is None:
             return
-        self._ids_by_name[key] -= 1
-        if not self._ids_by_name[key]:
-            del self._ids_by_name[key]
-            self.removed(*key)
+        others = self._ids[key]
+        others.discard(table_id)
+        if not others:
+            del self._ids[key]
+        if self._reported.get(key) != table_id:
+            return
+        del self._reported[key]
+        self.removed(*key)
+        # Another table has the name: a new table for whoever follows it.
+        if others:
+            successor = min(others)
+            self._reported[key] = successor
+            self.added(*key, self._primary_keys[successor], True)

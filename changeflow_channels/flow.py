@@ -27,7 +27,7 @@ from .leases import LeaseStore
 from .push_writer import PushWriter
 from .rethinkdb_url import parse_rethinkdb_url
 from .sync import SyncRequest, sync_answer, sync_channel
-from .table_clashes import repair_table
+from .table_clashes import ClashRepairs
 from .table_config import parse_tables
 from .table_setup import TableSetup
 from .table_sharing import TableSharing
@@ -84,10 +84,10 @@ class Flow:
             batch_size=settings.batch_size,
             batch_bytes=settings.batch_bytes,
         )
+        self.repairs = ClashRepairs(self.r, self._write_connection)
         self.discovery = TableDiscovery(
-            self.r, self.address, self._table_added, self._table_removed, self._table_clashed
+            self.r, self.address, self._table_added, self._table_removed, self.repairs.start
         )
-        self._repairs: dict[str, asyncio.Task[None]] = {}  # stream -> its repair
         self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
         self._discovery_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -197,9 +197,7 @@ class Flow:
         self.setup.stop()
         self.autoclean.stop()
         self.discovery.stop()
-        tasks = (
-            [task for _, task in self.feeds.values()] + self._background + [*self._repairs.values()]
-        )
+        tasks = [task for _, task in self.feeds.values()] + self._background + self.repairs.tasks
         for feed, _ in self.feeds.values():
             feed.stop()
         if self._discovery_task is not None:
@@ -354,20 +352,6 @@ class Flow:
             self.sharing.remove(f"{database}.{table}")
         metrics.forget_stream(f"{database}.{table}")
         self.drop_feed(f"{database}.{table}", "table dropped")
-
-    def _table_clashed(self, database: str, table: str) -> None:
-        """Two tables of one name (racing creates): keep one (``table_clashes.py``)."""
-        stream = f"{database}.{table}"
-        if stream in self._repairs:
-            return  # the repair under way sees every table of the name
-        task = asyncio.ensure_future(self._repair(database, table))
-        self._repairs[stream] = task
-        task.add_done_callback(lambda _: self._repairs.pop(stream, None))
-        task.add_done_callback(_log_crash(f"repair of {database}.{table}"))
-
-    async def _repair(self, database: str, table: str) -> None:
-        conn = await self._write_connection.get()
-        await repair_table(self.r, conn, database, table)
 
     def _feed_done(self, stream: str, task: asyncio.Task[None]) -> None:
         entry = self.feeds.get(stream)

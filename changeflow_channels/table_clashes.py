@@ -10,13 +10,20 @@ write that landed in a table about to go is not lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlOpFailedError
 
+from .connection import Reconnecting
+
 logger = logging.getLogger(__name__)
+
+# A repair that fails (a table still being created) is tried again, waiting up
+# to this long between tries.
+RETRY_UNTIL = 5.0
 
 # An extra table is renamed to this (plus its id) while its documents are copied.
 SPARE_SUFFIX = "_changeflow_spare_"
@@ -50,10 +57,12 @@ async def repair_table(r: RethinkDB, conn: Any, database: str, table: str) -> bo
         keep,
     )
     configs = r.db("rethinkdb").table("table_config")
+    # Tables still being created cannot be renamed or dropped yet.
+    await r.db(database).wait().run(conn)
     spares = {extra: f"{table}{SPARE_SUFFIX}{extra.replace('-', '')}" for extra in extras}
     for extra, spare in spares.items():
         # A name of its own makes the kept table the only one with the name.
-        await configs.get(extra).update({"name": spare}).run(conn)
+        _check(await configs.get(extra).update({"name": spare}).run(conn))
     kept = r.db(database).table(table)
     await kept.wait().run(conn)
     for extra, spare in spares.items():
@@ -65,5 +74,56 @@ async def repair_table(r: RethinkDB, conn: Any, database: str, table: str) -> bo
         except ReqlOpFailedError:
             # Another worker repairing at the same moment dropped it already.
             logger.info("%s.%s: table %s already gone", database, table, extra)
-        await configs.get(extra).delete().run(conn)
+        _check(await configs.get(extra).delete().run(conn))
     return True
+
+
+class RepairFailed(ReqlOpFailedError):
+    """RethinkDB refused to rename or drop an extra table (the message says why)."""
+
+
+def _check(result: dict[str, Any]) -> None:
+    # A system table's write reports its failure in the result, not as an exception.
+    if result.get("errors"):
+        raise RepairFailed(result.get("first_error", "write failed"))
+
+
+class ClashRepairs:
+    """The worker's repairs of the clashes discovery reports: one per name at a time."""
+
+    def __init__(self, r: RethinkDB, connection: Reconnecting) -> None:
+        self.r = r
+        self.connection = connection
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._running.values())
+
+    def start(self, database: str, table: str) -> None:
+        """Repair ``database.table`` in the background (a TableDiscovery callback)."""
+        key = (database, table)
+        if key in self._running:
+            return  # the repair under way sees every table of the name
+        task = asyncio.ensure_future(self._repair(database, table))
+        self._running[key] = task
+        task.add_done_callback(lambda done: self._done(key, done))
+
+    async def _repair(self, database: str, table: str) -> None:
+        delay = 0.1
+        while True:
+            try:
+                conn = await self.connection.get()
+                await repair_table(self.r, conn, database, table)
+                return
+            except ReqlOpFailedError as error:
+                if delay > RETRY_UNTIL:
+                    raise
+                logger.info("%s.%s: repair failed (%s); trying again", database, table, error)
+            await asyncio.sleep(delay)
+            delay *= 2
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self._running.pop(key, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("repair of %s.%s failed", *key, exc_info=task.exception())
