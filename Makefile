@@ -49,8 +49,9 @@ lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# RETHINKDB=/path/to/rethinkdb given to make (or in the environment): against that server.
 bench: $(VENV)/.installed-bench redis-server
-	$(PY) -m bench
+	$(if $(filter command line environment,$(origin RETHINKDB)),CHANGEFLOW_TEST_RETHINKDB_BIN=$(RETHINKDB_BIN)) $(PY) -m bench
 
 bench-rethinkdb: $(VENV)/.installed-bench redis-server rethinkdb-bin
 	CHANGEFLOW_TEST_RETHINKDB_BIN=$(RETHINKDB_BIN) $(PY) -m bench
