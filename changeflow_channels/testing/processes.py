@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import queue
+import random
 import re
 import shutil
 import signal
@@ -31,6 +32,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def reusable_port(taken: Sequence[int] = ()) -> int:
+    """A free port below the kernel's ephemeral range, for a server that restarts on
+    the same port: no outgoing connection can take it while the server is down (a
+    port from ``free_port`` can, and the restart then fails to bind)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low = int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
 
 
 class ManagedProcess:
@@ -124,7 +147,7 @@ class RedisServer:
     """A throwaway ``redis-server`` on a free port, keeping nothing on disk."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
+        self.port = port or reusable_port()
         self.process: ManagedProcess | None = None
         self._dir = tempfile.mkdtemp(prefix="changeflow-redis-")
 
@@ -227,8 +250,8 @@ class RethinkDBServer:
 
     def __init__(self, binary: str) -> None:
         self.binary = os.path.abspath(binary)
-        self.port = free_port()
-        self.cluster_port = free_port()
+        self.port = reusable_port()
+        self.cluster_port = reusable_port(taken=[self.port])
         self.process: ManagedProcess | None = None
         self.frozen = False
         self._root = tempfile.mkdtemp(prefix="changeflow-rethinkdb-")
