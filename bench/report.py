@@ -13,7 +13,26 @@ from typing import Any
 from . import stack
 
 DOC = stack.REPO / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- figures: begin -->", "<!-- figures: end -->"
+
+
+def against_real_server() -> bool:
+    """A real RethinkDB (given by URL or by binary), not the ReQL test server."""
+    return bool(
+        os.environ.get("CHANGEFLOW_TEST_RETHINKDB")
+        or os.environ.get("CHANGEFLOW_TEST_RETHINKDB_BIN")
+    )
+
+
+def markers() -> tuple[str, str]:
+    """Where this run's figures go in docs/benchmarks.md: the test server's and a real
+    server's runs each keep their own section."""
+    kind = "figures, real RethinkDB" if against_real_server() else "figures"
+    return f"<!-- {kind}: begin -->", f"<!-- {kind}: end -->"
+
+
+def plot_name(name: str) -> str:
+    return f"{name}-real.png" if against_real_server() else f"{name}.png"
+
 
 # (name, achieved key, goal as text, test on the figures)
 GOALS: list[tuple[str, str, str, Any]] = [
@@ -104,8 +123,8 @@ def plots() -> list[str]:
     axis.set_ylabel("changes")
     axis.set_title("Feed to browser latency, 200 changes/s, 10 clients")
     figure.tight_layout()
-    figure.savefig(stack.RESULTS / "latency.png", dpi=100)
-    made.append("latency.png")
+    figure.savefig(stack.RESULTS / plot_name("latency"), dpi=100)
+    made.append(plot_name("latency"))
 
     curve = json.loads((stack.RESULTS / "fanout_curve.json").read_text())
     sizes = [int(size) for size in curve if "frames_per_s" in curve[size]]
@@ -124,8 +143,8 @@ def plots() -> list[str]:
     right.set_title("One change to N clients")
     right.legend()
     figure.tight_layout()
-    figure.savefig(stack.RESULTS / "throughput_clients.png", dpi=100)
-    made.append("throughput_clients.png")
+    figure.savefig(stack.RESULTS / plot_name("throughput_clients"), dpi=100)
+    made.append(plot_name("throughput_clients"))
     return made
 
 
@@ -158,9 +177,9 @@ def figures_section(figures: dict[str, float]) -> str:
     )
     lines += [
         "",
-        "![Latency distribution](../bench/results/latency.png)",
+        f"![Latency distribution](../bench/results/{plot_name('latency')})",
         "",
-        "![Throughput against clients](../bench/results/throughput_clients.png)",
+        f"![Throughput against clients](../bench/results/{plot_name('throughput_clients')})",
     ]
     return "\n".join(lines)
 
@@ -168,8 +187,11 @@ def figures_section(figures: dict[str, float]) -> str:
 def write(figures: dict[str, float]) -> None:
     """Plots, then the generated part of ``docs/benchmarks.md`` (the rest is kept)."""
     plots()
-    section = f"{BEGIN}\n{figures_section(figures)}\n{END}"
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
+    begin, end = markers()
+    section = f"{begin}\n{figures_section(figures)}\n{end}"
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    if begin not in text:
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    head, _, rest = text.partition(begin)
+    _, _, tail = rest.partition(end)
     DOC.write_text(head + section + tail, encoding="utf-8")
