@@ -4,9 +4,11 @@ Driven by JSON lines on stdin, answering with one JSON line each on stdout:
 
 - ``{"cmd": "connect", "url", "n", "stream"}``: open ``n`` clients, subscribe each to
   ``stream``; answers when every one is subscribed.
-- ``{"cmd": "collect", "timeout"}``: answers ``{"armed": true}`` at once, then, when every
-  client has seen a change whose document holds ``"end": true`` (or at the timeout),
-  what they received (see ``Recorder.summary``).
+- ``{"cmd": "collect", "timeout", "expected"}``: answers ``{"armed": true}`` at once, then,
+  when every client has seen a change whose document holds ``"end": true`` and, with
+  ``expected``, that many changes (RethinkDB orders a table's changes per document only:
+  the end marker may overtake earlier documents), or at the timeout, what they received
+  (see ``Recorder.summary``).
 - ``{"cmd": "bare", "url", "n", "count"}``: ``n`` clients each ask the bare consumer
   for ``count`` frames; answers frames per second over all of them.
 - ``{"cmd": "close"}``: closes the clients.
@@ -30,8 +32,9 @@ MAX_LATENCIES = 200_000
 class Recorder:
     """What every client received during one ``collect``."""
 
-    def __init__(self, clients: int) -> None:
+    def __init__(self, clients: int, expected: int | None = None) -> None:
         self.clients = clients
+        self.expected = None if expected is None else expected * clients
         self.changes = 0  # change events, batches unpacked
         self.messages = 0  # websocket messages
         self.first: float | None = None
@@ -78,8 +81,8 @@ class Recorder:
                     entry[3] += 1
             if document.get("end"):
                 self.ended += 1
-                if self.ended >= self.clients:
-                    self.done.set()
+        if self.ended >= self.clients and (self.expected is None or self.changes >= self.expected):
+            self.done.set()
 
     def summary(self) -> dict[str, Any]:
         """Counts, first/last receipt times, latencies, and per document ``n``:
@@ -130,10 +133,12 @@ class Clients:
             if self.recorder is not None:
                 self.recorder.message(received, text, position)
 
-    async def collect(self, timeout: float, quiet: float = 2.0) -> dict[str, Any]:
-        """Until every client saw the end marker, or nothing came for ``quiet``
-        seconds after something did (the marker was lost: see ``resyncs``)."""
-        self.recorder = recorder = Recorder(len(self.sockets))
+    async def collect(
+        self, timeout: float, expected: int | None = None, quiet: float = 2.0
+    ) -> dict[str, Any]:
+        """Until every client saw the end marker (and ``expected`` changes), or nothing
+        came for ``quiet`` seconds after something did (lost: see ``resyncs``)."""
+        self.recorder = recorder = Recorder(len(self.sockets), expected)
         reply({"armed": True})
         deadline = time.time() + timeout
         while not recorder.done.is_set() and time.time() < deadline:

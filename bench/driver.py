@@ -117,9 +117,12 @@ class ClientProcess:
         url = stack.get().ws_url
         return await self.request("connect", url=url, n=n, stream=f"{stack.DATABASE}.{table}")
 
-    async def collect(self, write: Any, timeout: float = 120) -> dict[str, Any]:
-        """Arm the clients, await ``write`` (a coroutine), then what they received."""
-        await self.send("collect", timeout=timeout)
+    async def collect(
+        self, write: Any, timeout: float = 120, expected: int | None = None
+    ) -> dict[str, Any]:
+        """Arm the clients, await ``write`` (a coroutine), then what they received
+        (each client: the end marker and, with ``expected``, that many changes)."""
+        await self.send("collect", timeout=timeout, expected=expected)
         await self.answer()  # armed
         await write
         return await self.answer(timeout + 30)

@@ -38,7 +38,9 @@ async def saturation(quick: bool) -> dict[str, float]:
             await clients.connect(1, "e2e_saturation")
             await clients.collect(driver.write_end(r, conn, "e2e_saturation", -1))  # warm-up
             result = await clients.collect(
-                driver.write_burst(r, conn, "e2e_saturation", count), timeout=120
+                driver.write_burst(r, conn, "e2e_saturation", count),
+                timeout=120,
+                expected=count + 1,
             )
     finally:
         await conn.close(noreply_wait=False)
@@ -50,6 +52,7 @@ async def saturation(quick: bool) -> dict[str, float]:
         "e2e_changes_per_frame": result["changes"] / result["messages"],
         "e2e_saturation_lost": count + 1 - result["changes"],
         "e2e_saturation_resyncs": result["resyncs"],
+        "e2e_saturation_gaps": result["gaps"],
     }
 
 
@@ -62,7 +65,7 @@ async def latency(quick: bool) -> tuple[dict[str, float], list[float]]:
             await clients.connect(CLIENTS, "e2e_latency")
             await clients.collect(driver.write_end(r, conn, "e2e_latency", -1))
             result = await clients.collect(
-                driver.write_at_rate(r, conn, "e2e_latency", RATE, count)
+                driver.write_at_rate(r, conn, "e2e_latency", RATE, count), expected=count + 1
             )
     finally:
         await conn.close(noreply_wait=False)

@@ -37,7 +37,9 @@ async def sustained(
 ) -> dict[str, float]:
     """Change frames per second over ``n`` clients, the table written as fast as it goes."""
     count = max(1000, (DELIVERIES // (2 if quick else 1)) // n)
-    result = await clients.collect(driver.write_burst(r, conn, "fanout", count), timeout=120)
+    result = await clients.collect(
+        driver.write_burst(r, conn, "fanout", count), timeout=120, expected=count + 1
+    )
     seconds = result["last"] - result["first"]
     return {
         "frames_per_s": result["changes"] / seconds,
