@@ -7,7 +7,9 @@ class ChangeflowChannelsConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing them registers the system checks.
-        from . import checks, checks_models, checks_tables  # noqa: F401
-        from .model_flow import connect_models
+        from . import checks  # noqa: F401
+        from .mirror import checks as mirror_checks  # noqa: F401
+        from .mirror.signals import connect_models
+        from .tables import checks as tables_checks  # noqa: F401
 
         connect_models()  # CHANGEFLOW_MODELS: model saves and deletes become pushes

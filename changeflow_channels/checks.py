@@ -9,11 +9,9 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from .conf import get_settings
-from .hooks import HandlerError, handler_modules, load_handler
 from .names import InvalidName
 from .permissions import AllowAllPolicy, load_policy
 from .rethinkdb_url import parse_rethinkdb_url
-from .watch import check_pattern
 
 REDIS_BACKENDS = (
     "channels_redis.core.RedisChannelLayer",
@@ -27,6 +25,11 @@ SHORT_LEASE_TIME = 3.0
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    # Imported here: loading the app (Daphne too) imports this module, and must
+    # not load the worker.
+    from .worker.hooks import HandlerError, handler_modules, load_handler
+    from .worker.watch import check_pattern
+
     conf = get_settings()
     messages: list[Any] = []
     try:

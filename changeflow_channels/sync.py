@@ -1,8 +1,7 @@
 """Sync requests: a consumer asks the worker for missed changes or a snapshot.
 
-See docs/protocol.md ("Sync request and result"). ``sync_answer`` is pure: it
-reads a ``TableState`` without awaiting, so its answer is exact at one
-``(epoch, seq)``.
+See docs/protocol.md ("Sync request and result"). The worker's answer is built
+by ``worker.table_state.sync_answer``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from typing import Any
 
 from .jsonsafe import is_unicode
 from .names import InvalidName, stream_name
-from .table_state import TableState
 
 SYNC_TYPE = "changeflow.sync"
 SYNC_RESULT_TYPE = "changeflow.sync.result"
@@ -73,48 +71,3 @@ def parse_sync(message: dict[str, Any]) -> SyncRequest:
         since=parse_since(message.get("since")),
         snapshot=bool(message.get("snapshot")),
     )
-
-
-def sync_answer(request: SyncRequest, state: TableState | None) -> dict[str, Any]:
-    """The ``changeflow.sync.result`` for ``request`` given what the worker holds.
-
-    ``state`` is None for a table not followed (not there yet): its position is
-    ``(None, 0)``. A snapshot is filled in here when the documents are in memory.
-    """
-    epoch = state.epoch if state is not None else None
-    seq = state.seq if state is not None else 0
-    answer: dict[str, Any] = {
-        "type": SYNC_RESULT_TYPE,
-        "id": request.id,
-        "database": request.database,
-        "table": request.table,
-        "epoch": epoch,
-        "seq": seq,
-        "changes": None,
-        "resync": None,
-        "snapshot": None,
-    }
-    if request.since is not None:
-        since_epoch, since_seq = request.since
-        if since_epoch != epoch:
-            answer["resync"] = "epoch_changed"
-        elif state is None:
-            answer["changes"] = [] if since_seq == 0 else None
-            answer["resync"] = None if since_seq == 0 else "no_position"
-        elif since_seq > seq:
-            answer["resync"] = "no_position"
-        else:
-            changes = state.changes_since(since_seq)
-            if changes is None:
-                answer["resync"] = "history_exceeded"
-            else:
-                answer["changes"] = changes
-    wants_snapshot = request.snapshot and (request.since is None or answer["resync"] is not None)
-    if wants_snapshot:
-        if state is None:
-            answer["snapshot"] = {"documents": [], "truncated": False}
-        else:
-            documents = state.documents()
-            if documents is not None:
-                answer["snapshot"] = {"documents": documents, "truncated": False}
-    return answer

@@ -16,7 +16,6 @@ from typing import Any
 import msgpack
 from hypothesis import strategies as st
 
-from changeflow_channels.protocol import ACTIONS
 from changeflow_channels.pushes import (
     OPS,
     PUSH_TYPE,
@@ -26,6 +25,7 @@ from changeflow_channels.pushes import (
     parse_push,
 )
 from changeflow_channels.sync import SYNC_TYPE, SyncError, parse_sync
+from changeflow_channels.web.protocol import ACTIONS
 
 ERROR_CODES = {"bad_request", "forbidden", "not_found", "too_large", "rate_limited", "unavailable"}
 NAME_ALPHABET = string.ascii_letters + string.digits + "_-"

@@ -19,8 +19,8 @@ from django.test import override_settings
 
 from changeflow_channels.auth import TokenAuthMiddleware, make_token
 from changeflow_channels.consumers import ChangeflowConsumer
-from changeflow_channels.filters import FilterError, parse_filter, seen_through
 from changeflow_channels.permissions import RulesPolicy
+from changeflow_channels.web.filters import FilterError, parse_filter, seen_through
 
 LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 RULES = {

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from changeflow_channels.autoclean import AutoClean, clean_table
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
-from changeflow_channels.table_config import parse_tables
-from changeflow_channels.tables import TableRegistry
+from changeflow_channels.tables.autoclean import AutoClean, clean_table
+from changeflow_channels.tables.config import parse_tables
+from changeflow_channels.tables.ddl import TableRegistry
 
 DAY = 86400
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from channels.layers import InMemoryChannelLayer
 
-from changeflow_channels.delivery import Delivery
-from changeflow_channels.hooks import HookRunner
+from changeflow_channels.worker.hooks import HookRunner
+from changeflow_channels.worker.publish import Delivery
 
 
 def message(seq: int) -> dict:

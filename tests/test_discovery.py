@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from changeflow_channels.discovery import TableDiscovery
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
+from changeflow_channels.worker.discovery import TableDiscovery
 
 
 def row(table_id: str, name: str = "t", db: str = "d") -> dict[str, Any]:

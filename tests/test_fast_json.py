@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from changeflow_channels.jsonsafe import RawDecoder, json_safe
-from changeflow_channels.protocol import encode
+from changeflow_channels.web.protocol import encode
 
 
 def test_frames_encode_compactly_and_what_orjson_refuses_still_encodes():

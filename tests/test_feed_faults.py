@@ -13,10 +13,10 @@ import logging
 import pytest
 from rethinkdb import RethinkDB
 
-from changeflow_channels import connection
-from changeflow_channels.connection import new_driver
-from changeflow_channels.feeds import TableFeed
+from changeflow_channels import rethink
+from changeflow_channels.rethink import new_driver
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
+from changeflow_channels.worker.feeds import TableFeed
 
 
 class Sink:
@@ -42,9 +42,9 @@ class Sink:
 
 @pytest.fixture
 def fast_pings(monkeypatch):
-    monkeypatch.setattr(connection, "PING_EVERY", 0.2)
-    monkeypatch.setattr(connection, "PING_TIMEOUT", 0.3)
-    monkeypatch.setattr(connection, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(rethink, "PING_EVERY", 0.2)
+    monkeypatch.setattr(rethink, "PING_TIMEOUT", 0.3)
+    monkeypatch.setattr(rethink, "CONNECT_TIMEOUT", 0.5)
 
 
 @pytest.fixture

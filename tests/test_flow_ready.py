@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from changeflow_channels.conf import get_settings
-from changeflow_channels.flow import Flow
+from changeflow_channels.worker.flow import Flow
 
 from .polling import poll_until
 

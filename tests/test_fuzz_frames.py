@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from changeflow_channels.consumers import ChangeflowConsumer
-from changeflow_channels.protocol import ACTIONS, valid_request_id
+from changeflow_channels.web.protocol import ACTIONS, valid_request_id
 
 from .fuzzing import (
     ERROR_CODES,

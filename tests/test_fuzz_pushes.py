@@ -29,8 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from changeflow_channels.conf import get_settings
-from changeflow_channels.consumers import PushConsumer
-from changeflow_channels.flow import Flow
 from changeflow_channels.pushes import (
     OPS,
     PUSH_TYPE,
@@ -41,6 +39,8 @@ from changeflow_channels.pushes import (
     check_size,
     parse_push,
 )
+from changeflow_channels.worker.flow import Flow
+from changeflow_channels.worker.push_consumer import PushConsumer
 
 from .fuzzing import json_values, names, plain_documents, strict_json
 

@@ -13,10 +13,10 @@ import pytest
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
 
-from changeflow_channels import delivery as delivery_module
-from changeflow_channels.delivery import Delivery
-from changeflow_channels.group_sender import GroupSender, MessageTooLarge
-from changeflow_channels.hooks import HookRunner
+from changeflow_channels.worker import publish
+from changeflow_channels.worker.group_sender import GroupSender, MessageTooLarge
+from changeflow_channels.worker.hooks import HookRunner
+from changeflow_channels.worker.publish import Delivery
 
 RECEIVE_TIMEOUT = 5.0
 
@@ -144,8 +144,8 @@ async def test_batches_stay_within_the_byte_bound(layer: RedisChannelLayer) -> N
 async def test_a_consumer_behind_gets_fuller_batches(
     layer: RedisChannelLayer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(delivery_module, "BEHIND_WAIT", 0.1)  # 3 waiting: up to 0.3 s
-    monkeypatch.setattr(delivery_module, "BEHIND_WAIT_MAX", 0.5)
+    monkeypatch.setattr(publish, "BEHIND_WAIT", 0.1)  # 3 waiting: up to 0.3 s
+    monkeypatch.setattr(publish, "BEHIND_WAIT_MAX", 0.5)
     channel = await layer.new_channel()
     await layer.group_add("d.t", channel)
     delivery = Delivery(layer, HookRunner([], 1.0), verbose=False, batch_size=4)

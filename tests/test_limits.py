@@ -20,9 +20,10 @@ from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.test import override_settings
 
 from changeflow_channels.conf import get_settings
-from changeflow_channels.consumers import ChangeflowConsumer, PushConsumer
-from changeflow_channels.flow import Flow
+from changeflow_channels.consumers import ChangeflowConsumer
 from changeflow_channels.pushes import PUSH_TYPE
+from changeflow_channels.worker.flow import Flow
+from changeflow_channels.worker.push_consumer import PushConsumer
 
 from .fuzzing import WorkerStandIn, strict_json
 

@@ -12,9 +12,9 @@ from django.test import override_settings
 from prometheus_client import REGISTRY
 
 from changeflow_channels import metrics
-from changeflow_channels.hooks import Handler, HookRunner
 from changeflow_channels.management.commands.changeflow import start_metrics
 from changeflow_channels.metrics_http import serve_metrics
+from changeflow_channels.worker.hooks import Handler, HookRunner
 
 from .metrics_helpers import Scrape, fetch, scrape
 

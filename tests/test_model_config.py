@@ -13,12 +13,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
 
-from changeflow_channels.checks_models import check_models
 from changeflow_channels.conf import get_settings
-from changeflow_channels.model_config import load_flows
-from changeflow_channels.model_flow import registered_flows
-from changeflow_channels.model_push import RetryQueue
-from changeflow_channels.model_serializer import document_key, serialize
+from changeflow_channels.mirror.checks import check_models
+from changeflow_channels.mirror.config import load_flows
+from changeflow_channels.mirror.sender import RetryQueue
+from changeflow_channels.mirror.serializer import document_key, serialize
+from changeflow_channels.mirror.signals import registered_flows
 from tests.shop.models import Order, Tag
 
 GOOD = {

@@ -12,8 +12,8 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from changeflow_channels.conf import get_settings
-from changeflow_channels.model_config import load_flows
-from changeflow_channels.model_serializer import serialize
+from changeflow_channels.mirror.config import load_flows
+from changeflow_channels.mirror.serializer import serialize
 from tests.shop.models import Order
 
 pytestmark = pytest.mark.django_db

@@ -15,8 +15,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from changeflow_channels.consumers import ChangeflowConsumer
-from changeflow_channels.sync import SyncRequest, sync_answer
-from changeflow_channels.table_state import TableState
+from changeflow_channels.sync import SyncRequest
+from changeflow_channels.worker.table_state import TableState, sync_answer
 
 # Channels' dispatch closes stale database connections: consumer tests may touch the DB.
 pytestmark = pytest.mark.django_db

@@ -8,13 +8,13 @@ import asyncio
 import pytest
 from rethinkdb import RethinkDB
 
-from changeflow_channels.connection import Reconnecting, new_driver
-from changeflow_channels.push_writer import PushWriter
 from changeflow_channels.pushes import parse_push
+from changeflow_channels.rethink import Reconnecting, new_driver
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
-from changeflow_channels.tables import TableRegistry
+from changeflow_channels.tables.ddl import TableRegistry
 from changeflow_channels.testing import ThreadedReqlServer
 from changeflow_channels.testing.faulty import FaultyRethinkDB
+from changeflow_channels.worker.push_writer import PushWriter
 
 from .conftest import only_on_test_server
 

@@ -10,7 +10,7 @@ from changeflow_channels import PushError, apush_to_flow, push_to_flow
 from changeflow_channels.jsonsafe import json_safe
 from changeflow_channels.pushes import parse_push
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
-from changeflow_channels.watch import WatchPatterns
+from changeflow_channels.worker.watch import WatchPatterns
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,8 @@ from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from changeflow_channels.conf import get_settings
-from changeflow_channels.flow import Flow
-from changeflow_channels.table_clashes import repair_table, table_ids
-from changeflow_channels.tables import create_table
+from changeflow_channels.tables.ddl import create_table, repair_table, table_ids
+from changeflow_channels.worker.flow import Flow
 
 from .polling import poll_until
 

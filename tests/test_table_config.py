@@ -6,8 +6,8 @@ import pytest
 from django.core.checks import Error
 from django.test import override_settings
 
-from changeflow_channels.checks_tables import check_tables
-from changeflow_channels.table_config import (
+from changeflow_channels.tables.checks import check_tables
+from changeflow_channels.tables.config import (
     IndexSpec,
     Retention,
     TableConfigError,

@@ -10,13 +10,13 @@ import logging
 
 import pytest
 
-from changeflow_channels.connection import Reconnecting, new_driver
-from changeflow_channels.push_writer import PushWriter
 from changeflow_channels.pushes import parse_push
+from changeflow_channels.rethink import Reconnecting, new_driver
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
-from changeflow_channels.table_config import parse_tables
-from changeflow_channels.table_setup import TableSetup
-from changeflow_channels.tables import TableRegistry, create_indexes
+from changeflow_channels.tables.config import parse_tables
+from changeflow_channels.tables.ddl import TableRegistry, create_indexes
+from changeflow_channels.tables.setup import TableSetup
+from changeflow_channels.worker.push_writer import PushWriter
 
 SPEC = {
     "primary_key": "uid",

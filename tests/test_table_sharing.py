@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from changeflow_channels.leases import LeaseStore, RedisTarget
-from changeflow_channels.table_sharing import FENCE_FRACTION, TableSharing, share_of
 from changeflow_channels.testing.processes import RedisServer
+from changeflow_channels.worker.leases import LeaseStore, RedisTarget
+from changeflow_channels.worker.table_sharing import FENCE_FRACTION, TableSharing, share_of
 
 LEASE = 1.5
 STREAMS = ["db.a", "db.b"]

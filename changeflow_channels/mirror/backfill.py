@@ -23,10 +23,10 @@ from django.core.exceptions import ValidationError
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlOpFailedError
 
-from .connection import close_quietly, connect, new_driver
-from .model_config import ModelFlow
-from .model_serializer import serialize
-from .rethinkdb_url import parse_rethinkdb_url
+from ..rethink import close_quietly, connect, new_driver
+from ..rethinkdb_url import parse_rethinkdb_url
+from .config import ModelFlow
+from .serializer import serialize
 
 BATCH_SIZE = 500
 EXPR_DEPTH = 100

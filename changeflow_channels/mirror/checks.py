@@ -13,24 +13,24 @@ from typing import Any
 
 from django.core.checks import Error, Tags, register
 
-from . import model_config
-from .conf import get_settings
+from ..conf import get_settings
+from . import config
 
 CHECK_IDS = {
-    model_config.NOT_A_DICT: "changeflow_channels.E020",
-    model_config.UNKNOWN_MODEL: "changeflow_channels.E021",
-    model_config.UNKNOWN_FIELD: "changeflow_channels.E022",
-    model_config.BAD_EVENTS: "changeflow_channels.E023",
-    model_config.FIELDS_AND_EXCLUDE: "changeflow_channels.E024",
-    model_config.UNKNOWN_OPTION: "changeflow_channels.E025",
-    model_config.BAD_NAME: "changeflow_channels.E026",
+    config.NOT_A_DICT: "changeflow_channels.E020",
+    config.UNKNOWN_MODEL: "changeflow_channels.E021",
+    config.UNKNOWN_FIELD: "changeflow_channels.E022",
+    config.BAD_EVENTS: "changeflow_channels.E023",
+    config.FIELDS_AND_EXCLUDE: "changeflow_channels.E024",
+    config.UNKNOWN_OPTION: "changeflow_channels.E025",
+    config.BAD_NAME: "changeflow_channels.E026",
 }
 
 
 @register(Tags.compatibility)
 def check_models(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Every ``CHANGEFLOW_MODELS`` entry that cannot be used, with why."""
-    _, errors = model_config.load_flows(get_settings())
+    _, errors = config.load_flows(get_settings())
     return [
         Error(str(error), hint=error.hint or None, id=CHECK_IDS[error.code]) for error in errors
     ]

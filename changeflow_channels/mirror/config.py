@@ -21,8 +21,8 @@ from typing import Any
 from django.apps import apps
 from django.db.models import Field, Model
 
-from .conf import ChangeflowSettings
-from .names import InvalidName, stream_name, validate_name
+from ..conf import ChangeflowSettings
+from ..names import InvalidName, stream_name, validate_name
 
 EVENT_LETTERS = "cud"
 OPTIONS = ("events", "fields", "exclude")

@@ -27,7 +27,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from .conf import get_settings
+from ..conf import get_settings
 
 logger = logging.getLogger("changeflow_channels")
 

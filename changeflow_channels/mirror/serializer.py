@@ -16,7 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Field, Model
 from django.utils.encoding import is_protected_type
 
-from .model_config import ModelFlow
+from .config import ModelFlow
 
 
 def _raw_value(instance: Model, field: Field) -> Any:

@@ -21,11 +21,11 @@ from django.db import transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 
-from .conf import get_settings
-from .model_config import ModelFlow, load_flows
-from .model_push import retry_queue
-from .model_serializer import document_key, serialize
-from .pushes import build_push
+from ..conf import get_settings
+from ..pushes import build_push
+from .config import ModelFlow, load_flows
+from .sender import retry_queue
+from .serializer import document_key, serialize
 
 logger = logging.getLogger("changeflow_channels")
 

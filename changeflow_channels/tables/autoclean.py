@@ -29,10 +29,10 @@ from typing import Any
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlError
 
-from .connection import close_quietly, close_soon, connect, is_connection_error
-from .rethinkdb_url import RethinkDBAddress
-from .table_config import Retention, TableConfig, TablesConfig
-from .tables import is_missing_error
+from ..rethink import close_quietly, close_soon, connect, is_connection_error
+from ..rethinkdb_url import RethinkDBAddress
+from .config import Retention, TableConfig, TablesConfig
+from .ddl import is_missing_error
 
 logger = logging.getLogger("changeflow_channels")
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.checks import Error, Tags, register
 
-from .conf import get_settings
-from .table_config import (
+from ..conf import get_settings
+from .config import (
     BAD_INDEX,
     BAD_PRIMARY_KEY,
     BAD_RETENTION,

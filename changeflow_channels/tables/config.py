@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .names import InvalidName, parse_stream
+from ..names import InvalidName, parse_stream
 
 TABLE_KEYS = ("primary_key", "indexes", "retention")
 RETENTION_KEYS = ("field", "max_age", "max_rows")

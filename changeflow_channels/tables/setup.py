@@ -15,10 +15,10 @@ from typing import Any
 
 from rethinkdb import RethinkDB
 
-from .connection import close_quietly, close_soon, connect, is_connection_error
-from .rethinkdb_url import RethinkDBAddress
-from .table_config import TableConfig, TablesConfig
-from .tables import create_indexes, create_table, wait_indexes
+from ..rethink import close_quietly, close_soon, connect, is_connection_error
+from ..rethinkdb_url import RethinkDBAddress
+from .config import TableConfig, TablesConfig
+from .ddl import create_indexes, create_table, wait_indexes
 
 logger = logging.getLogger("changeflow_channels")
 

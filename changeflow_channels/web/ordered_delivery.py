@@ -20,11 +20,11 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 
-from .changes import BATCH_TYPE, CHANGE_TYPE
+from ..changes import BATCH_TYPE, CHANGE_TYPE
+from ..permissions import RowRuleError, apply_row_rule, has_row_rule
+from ..sync import SYNC_TYPE, sync_channel
 from .filters import Filter, seen_through
-from .permissions import RowRuleError, apply_row_rule, has_row_rule
 from .protocol import UNAVAILABLE, batch_text, change_frame, encode, error_frame
-from .sync import SYNC_TYPE, sync_channel
 
 logger = logging.getLogger("changeflow_channels")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from .jsonsafe import is_unicode
-from .names import InvalidName, parse_stream
+from ..jsonsafe import is_unicode
+from ..names import InvalidName, parse_stream
 
 BAD_REQUEST = "bad_request"
 FORBIDDEN = "forbidden"

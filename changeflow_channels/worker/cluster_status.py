@@ -10,10 +10,10 @@ import asyncio
 import time
 from typing import Any
 
-from .conf import ChangeflowSettings
-from .connection import close_quietly, connect, new_driver
+from ..conf import ChangeflowSettings
+from ..rethink import close_quietly, connect, new_driver
+from ..rethinkdb_url import parse_rethinkdb_url
 from .leases import RedisTarget, read_registry, redis_target
-from .rethinkdb_url import parse_rethinkdb_url
 from .watch import WatchPatterns
 
 TIMEOUT = 5.0

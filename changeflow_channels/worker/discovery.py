@@ -9,8 +9,8 @@ from typing import Any
 
 from rethinkdb import RethinkDB
 
-from .connection import close_quietly, close_soon, connect, is_connection_error, keepalive
-from .rethinkdb_url import RethinkDBAddress
+from ..rethink import close_quietly, close_soon, connect, is_connection_error, keepalive
+from ..rethinkdb_url import RethinkDBAddress
 
 logger = logging.getLogger("changeflow_channels")
 

@@ -11,9 +11,10 @@ from typing import Any
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlOpFailedError
 
-from . import metrics
-from .changes import build_change, change_message
-from .connection import (
+from .. import metrics
+from ..changes import build_change, change_message
+from ..jsonsafe import RawDecoder, json_safe
+from ..rethink import (
     RAW_FORMATS,
     close_quietly,
     close_soon,
@@ -21,8 +22,7 @@ from .connection import (
     is_connection_error,
     keepalive,
 )
-from .jsonsafe import RawDecoder, json_safe
-from .rethinkdb_url import RethinkDBAddress
+from ..rethinkdb_url import RethinkDBAddress
 from .table_state import TableState
 
 logger = logging.getLogger("changeflow_channels")

@@ -14,24 +14,25 @@ from typing import Any
 
 from rethinkdb.errors import ReqlOpFailedError
 
-from . import metrics
-from .autoclean import AutoClean
-from .conf import ChangeflowSettings
-from .connection import RAW_FORMATS, Reconnecting, new_driver
-from .delivery import Delivery
+from .. import metrics
+from ..conf import ChangeflowSettings
+from ..jsonsafe import json_safe
+from ..rethink import RAW_FORMATS, Reconnecting, new_driver
+from ..rethinkdb_url import parse_rethinkdb_url
+from ..sync import SyncRequest, sync_channel
+from ..tables.autoclean import AutoClean
+from ..tables.config import parse_tables
+from ..tables.ddl import TableRegistry
+from ..tables.setup import TableSetup
 from .discovery import TableDiscovery
 from .feeds import TableFeed
 from .hooks import Handler, HookRunner
-from .jsonsafe import json_safe
 from .leases import LeaseStore
+from .publish import Delivery
 from .push_writer import PushWriter
-from .rethinkdb_url import parse_rethinkdb_url
-from .sync import SyncRequest, sync_answer, sync_channel
 from .table_clashes import ClashRepairs
-from .table_config import parse_tables
-from .table_setup import TableSetup
 from .table_sharing import TableSharing
-from .tables import TableRegistry
+from .table_state import sync_answer
 from .watch import WatchPatterns
 
 logger = logging.getLogger("changeflow_channels")

@@ -23,7 +23,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from . import metrics
+from .. import metrics
 
 logger = logging.getLogger("changeflow_channels")
 

@@ -8,8 +8,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from . import metrics
-from .changes import BATCH_TYPE
+from .. import metrics
+from ..changes import BATCH_TYPE
 from .group_sender import GroupSender, MessageTooLarge, Sent
 from .hooks import HookRunner
 

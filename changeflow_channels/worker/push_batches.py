@@ -32,10 +32,8 @@ from typing import Any
 
 from rethinkdb.errors import ReqlError
 
-from . import metrics
-from .connection import is_connection_error
-from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
-from .pushes import (
+from .. import metrics
+from ..pushes import (
     DRAIN_TYPE,
     PUSH_TYPE,
     PushError,
@@ -44,6 +42,8 @@ from .pushes import (
     error_result,
     parse_push,
 )
+from ..rethink import is_connection_error
+from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 
 logger = logging.getLogger("changeflow_channels")
 

@@ -11,10 +11,9 @@ from typing import Any
 
 from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
-from .connection import Reconnecting, is_connection_error
-from .pushes import RESULT_TYPE, PushError, PushRequest, error_result
-from .table_clashes import repair_table
-from .tables import TableRegistry, is_missing_error
+from ..pushes import RESULT_TYPE, PushError, PushRequest, error_result
+from ..rethink import Reconnecting, is_connection_error
+from ..tables.ddl import TableRegistry, is_missing_error, repair_table
 
 logger = logging.getLogger("changeflow_channels")
 

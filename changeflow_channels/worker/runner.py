@@ -19,17 +19,16 @@ from typing import Any
 from channels.layers import get_channel_layer
 from channels.worker import Worker
 
-from . import metrics
-from .conf import ChangeflowSettings, get_settings
+from .. import metrics
+from ..conf import ChangeflowSettings, get_settings
+from ..names import InvalidName
+from ..pushes import DRAIN_TYPE, error_result
+from ..redis_layer import exclusive_pop, receive_forever
+from ..sync import sync_channel
 from .flow import READY_TIMEOUT, Flow, positive_seconds
 from .hooks import HandlerError, load_handlers
-from .layers import receive_forever
 from .leases import LeaseStore, redis_target
-from .names import InvalidName
 from .push_batches import POP_BATCH, PushWindow
-from .pushes import DRAIN_TYPE, error_result
-from .shared_receive import exclusive_pop
-from .sync import sync_channel
 from .table_sharing import TICKS_PER_LEASE
 
 logger = logging.getLogger("changeflow_channels")
@@ -251,7 +250,7 @@ def create_worker(
     *, watch: list[str] | None = None, verbose: bool | None = None, layer: str = "default"
 ) -> ChangeflowWorker:
     """A worker built from the settings (what ``manage.py changeflow`` runs)."""
-    from .routing import channel_application  # routing imports the consumers
+    from ..routing import channel_application  # routing imports the consumers
 
     settings = get_settings()
     channel_layer = get_channel_layer(layer)

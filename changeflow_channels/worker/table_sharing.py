@@ -29,7 +29,7 @@ import math
 import time
 from typing import Any, Protocol
 
-from . import metrics
+from .. import metrics
 from .leases import LeaseStore
 
 logger = logging.getLogger("changeflow_channels")

@@ -2,7 +2,8 @@
 table is small enough, its current documents.
 
 Both are updated by the feed between two reads of the changefeed, so a sync
-answer built from them without awaiting anything is exact at one ``(epoch, seq)``.
+answer built from them without awaiting anything is exact at one ``(epoch, seq)``:
+``sync_answer`` is pure, it reads a ``TableState`` without awaiting.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 from collections import deque
 from typing import Any
+
+from ..sync import SYNC_RESULT_TYPE, SyncRequest
 
 
 def document_key(document: dict[str, Any], primary_key: str) -> str:
@@ -69,3 +72,48 @@ class TableState:
 
     def documents(self) -> list[dict[str, Any]] | None:
         return None if self.mirror is None else list(self.mirror.values())
+
+
+def sync_answer(request: SyncRequest, state: TableState | None) -> dict[str, Any]:
+    """The ``changeflow.sync.result`` for ``request`` given what the worker holds.
+
+    ``state`` is None for a table not followed (not there yet): its position is
+    ``(None, 0)``. A snapshot is filled in here when the documents are in memory.
+    """
+    epoch = state.epoch if state is not None else None
+    seq = state.seq if state is not None else 0
+    answer: dict[str, Any] = {
+        "type": SYNC_RESULT_TYPE,
+        "id": request.id,
+        "database": request.database,
+        "table": request.table,
+        "epoch": epoch,
+        "seq": seq,
+        "changes": None,
+        "resync": None,
+        "snapshot": None,
+    }
+    if request.since is not None:
+        since_epoch, since_seq = request.since
+        if since_epoch != epoch:
+            answer["resync"] = "epoch_changed"
+        elif state is None:
+            answer["changes"] = [] if since_seq == 0 else None
+            answer["resync"] = None if since_seq == 0 else "no_position"
+        elif since_seq > seq:
+            answer["resync"] = "no_position"
+        else:
+            changes = state.changes_since(since_seq)
+            if changes is None:
+                answer["resync"] = "history_exceeded"
+            else:
+                answer["changes"] = changes
+    wants_snapshot = request.snapshot and (request.since is None or answer["resync"] is not None)
+    if wants_snapshot:
+        if state is None:
+            answer["snapshot"] = {"documents": [], "truncated": False}
+        else:
+            documents = state.documents()
+            if documents is not None:
+                answer["snapshot"] = {"documents": documents, "truncated": False}
+    return answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .names import SYSTEM_DATABASE, InvalidName, validate_name
+from ..names import SYSTEM_DATABASE, InvalidName, validate_name
 
 
 def check_pattern(pattern: object) -> str:

@@ -13,7 +13,7 @@ import uuid
 import pytest
 from rethinkdb.errors import ReqlOpFailedError
 
-from changeflow_channels.table_clashes import table_ids
+from changeflow_channels.tables.ddl import table_ids
 
 from ..polling import poll_until
 from .helpers import WsClient, receive

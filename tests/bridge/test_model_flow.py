@@ -18,7 +18,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import override_settings
 
-from changeflow_channels.model_push import retry_queue
+from changeflow_channels.mirror.sender import retry_queue
 from changeflow_channels.testing.processes import free_port
 from tests.shop.models import Order
 

@@ -37,7 +37,6 @@ import websockets
 from channels_redis.core import RedisChannelLayer
 from redis.asyncio import Redis
 
-from changeflow_channels.leases import RedisTarget, read_registry
 from changeflow_channels.testing.processes import (
     DAPHNE_READY,
     WORKER_READY,
@@ -46,6 +45,7 @@ from changeflow_channels.testing.processes import (
     start_daphne,
     start_worker,
 )
+from changeflow_channels.worker.leases import RedisTarget, read_registry
 
 from ..conftest import save_output
 from ..polling import poll_until

@@ -14,11 +14,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from changeflow_channels.autoclean import CleanResult, clean_tables, with_retention
 from changeflow_channels.conf import get_settings
-from changeflow_channels.connection import close_quietly, connect, is_connection_error, new_driver
+from changeflow_channels.rethink import close_quietly, connect, is_connection_error, new_driver
 from changeflow_channels.rethinkdb_url import RethinkDBAddress, parse_rethinkdb_url
-from changeflow_channels.table_config import TableConfig, TableConfigError, parse_tables
+from changeflow_channels.tables.autoclean import CleanResult, clean_tables, with_retention
+from changeflow_channels.tables.config import TableConfig, TableConfigError, parse_tables
 
 HELP = "Delete the documents past their retention (CHANGEFLOW_TABLES), once or every -s minutes."
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from changeflow_channels.cluster_status import gather, render
 from changeflow_channels.conf import get_settings
+from changeflow_channels.worker.cluster_status import gather, render
 
 HELP = "Show the workers alive, the tables each follows (epoch, seq, lag), Redis and RethinkDB."
 

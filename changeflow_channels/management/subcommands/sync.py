@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 from rethinkdb.errors import ReqlError
 
 from changeflow_channels.conf import get_settings
-from changeflow_channels.model_config import ModelFlow, load_flows
-from changeflow_channels.model_sync import BATCH_SIZE, SyncError, SyncResult, sync_models
+from changeflow_channels.mirror.backfill import BATCH_SIZE, SyncError, SyncResult, sync_models
+from changeflow_channels.mirror.config import ModelFlow, load_flows
 
 HELP = (
     "Copy the rows of the models in CHANGEFLOW_MODELS (all, or those named as app.Model) "
