@@ -15,8 +15,6 @@ from .jsonsafe import is_unicode
 from .names import InvalidName, stream_name
 
 PUSH_TYPE = "changeflow.push"
-# In-process only: the worker's shutdown marker in the push consumer's queue.
-DRAIN_TYPE = "changeflow.drain"
 RESULT_TYPE = "changeflow.push.result"
 OPS = ("insert", "upsert", "update", "replace", "delete")
 # The driver refuses deeper documents ("Nesting depth limit exceeded"); we say so first.

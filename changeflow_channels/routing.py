@@ -7,36 +7,17 @@
         ),
     })
 
-The worker (``manage.py changeflow``) routes its own channel with
-``channel_application()``; a project does not need to add it.
-
-Daphne imports this module: it loads nothing of the worker (``worker/``) nor
-the RethinkDB driver; ``channel_routes()`` imports the worker's consumer when
-called.
+The worker (``manage.py changeflow``) reads its own channels; a project adds
+nothing for it. Daphne imports this module: it loads nothing of the worker
+(``worker/``) nor the RethinkDB driver.
 """
 
 from __future__ import annotations
 
-from channels.routing import ChannelNameRouter
 from django.urls import path
 
-from .conf import get_settings
 from .consumers import ChangeflowConsumer
-from .sync import sync_channel
 
 websocket_urlpatterns = [
     path("ws/changeflow/", ChangeflowConsumer.as_asgi(), name="changeflow"),
 ]
-
-
-def channel_routes() -> dict[str, object]:
-    """The worker's channels (pushes, and sync requests) to ``PushConsumer``."""
-    from .worker.push_consumer import PushConsumer
-
-    channel = get_settings().channel
-    return {channel: PushConsumer.as_asgi(), sync_channel(channel): PushConsumer.as_asgi()}
-
-
-def channel_application() -> ChannelNameRouter:
-    """The worker's application: pushes on ``CHANGEFLOW_CHANNEL`` go to ``PushConsumer``."""
-    return ChannelNameRouter(channel_routes())

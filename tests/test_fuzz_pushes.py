@@ -4,8 +4,9 @@
   dict; what it accepts is plain JSON that RethinkDB's driver and Redis can encode,
   without ``$reql_type$`` anywhere, under valid names.
 - ``check_size`` refuses exactly the data over the limit, with ``PushTooLarge``.
-- ``PushConsumer`` (in-process, a real ``Flow`` whose RethinkDB is unreachable)
-  answers every push exactly once, with the validation error for a refused one.
+- The worker's push path (in-process, a real ``Flow`` whose RethinkDB is
+  unreachable) answers every push exactly once, with the validation error for a
+  refused one.
 - The real worker answers hostile pushes with ``ok: false`` and stays up: that
   one is in ``tests/bridge/test_fuzz_worker.py`` (it needs the bridge fixtures).
 """
@@ -23,7 +24,6 @@ from typing import Any
 import msgpack
 import pytest
 from channels.layers import get_channel_layer
-from channels.testing import ApplicationCommunicator
 from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +40,7 @@ from changeflow_channels.pushes import (
     parse_push,
 )
 from changeflow_channels.worker.flow import Flow
-from changeflow_channels.worker.push_consumer import PushConsumer
+from changeflow_channels.worker.runner import ChangeflowWorker
 
 from .fuzzing import json_values, names, plain_documents, strict_json
 
@@ -244,26 +244,23 @@ def test_check_size_counts_utf8_bytes_not_characters() -> None:
         check_size(data, 47)
 
 
-# -- PushConsumer in-process ---------------------------------------------------
+# -- the worker's push path in-process --------------------------------------------
 
 
 @pytest.fixture
-async def push_consumer() -> AsyncIterator[tuple[ApplicationCommunicator, Any]]:
-    """The worker's push consumer with a real (not started) Flow whose RethinkDB is
-    unreachable: a push that passes validation is answered "RethinkDB unavailable"."""
+async def push_consumer() -> AsyncIterator[tuple[ChangeflowWorker, Any]]:
+    """The worker (not started: what its listeners do with each message received) with
+    a real Flow whose RethinkDB is unreachable: a push that passes validation is
+    answered "RethinkDB unavailable"."""
     with override_settings(
         CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
         CHANGEFLOW_RETHINKDB="rethinkdb://admin@127.0.0.1:1",
         CHANGEFLOW_PUSH_TIMEOUT=0.05,
     ):
         layer = get_channel_layer()
-        flow = Flow(get_settings(), layer, [])
-        scope = {"type": "channel", "channel": "changeflow", "changeflow": flow}
-        communicator = ApplicationCommunicator(PushConsumer.as_asgi(), scope)
-        yield communicator, layer
-        future = communicator.future
-        future.cancel()
-        await asyncio.gather(future, return_exceptions=True)
+        worker = ChangeflowWorker("changeflow", layer, Flow(get_settings(), layer, []))
+        yield worker, layer
+        worker.pipeline.close()
 
 
 async def answers(layer: Any, channel: str, count: int) -> list[dict[str, Any]]:
@@ -276,11 +273,11 @@ MARKER = {"type": PUSH_TYPE, "database": "db", "table": "t", "data": "not a docu
 @settings(max_examples=150, deadline=None, suppress_health_check=SHARED)
 @given(message=messages.filter(lambda m: m.get("type") != "changeflow.sync"))
 async def test_push_consumer_answers_every_message_exactly_once(push_consumer, message) -> None:
-    communicator, layer = push_consumer
+    worker, layer = push_consumer
     reply = await layer.new_channel()
-    await communicator.send_input({**message, "reply_channel": reply, "id": "hostile"})
+    await worker.take({**message, "reply_channel": reply, "id": "hostile"})
     # Pushes are handled one at a time, in order: the marker's answer comes next.
-    await communicator.send_input({**MARKER, "reply_channel": reply, "id": "marker"})
+    await worker.take({**MARKER, "reply_channel": reply, "id": "marker"})
     first, second = await answers(layer, reply, 2)
     assert (first["type"], first["id"], first["ok"]) == (RESULT_TYPE, "hostile", False), first
     assert isinstance(first["error"], str) and first["error"]
@@ -292,8 +289,10 @@ async def test_push_consumer_answers_every_message_exactly_once(push_consumer, m
             assert first["error"] == str(error)
         else:
             assert first["error"].startswith(("RethinkDB unavailable", "data is")), first
-    else:
+    elif message.get("type"):
         assert "unknown message type" in first["error"]
+    else:
+        assert "message has no type" in first["error"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=SHARED)
@@ -301,10 +300,10 @@ async def test_push_consumer_answers_every_message_exactly_once(push_consumer, m
 async def test_a_bad_reply_channel_never_stops_the_push_consumer(
     push_consumer, reply_channel
 ) -> None:
-    communicator, layer = push_consumer
-    await communicator.send_input({**MARKER, "reply_channel": reply_channel})
+    worker, layer = push_consumer
+    await worker.take({**MARKER, "reply_channel": reply_channel})
     reply = await layer.new_channel()
-    await communicator.send_input({**MARKER, "reply_channel": reply, "id": "after"})
+    await worker.take({**MARKER, "reply_channel": reply, "id": "after"})
     [answer] = await answers(layer, reply, 1)
     assert answer["id"] == "after" and answer["ok"] is False
 
@@ -312,11 +311,11 @@ async def test_a_bad_reply_channel_never_stops_the_push_consumer(
 async def test_a_lone_surrogate_push_is_answered_by_the_push_consumer(push_consumer) -> None:
     """Through the in-memory layer (one process, as ``demo/run.py --no-redis``) such
     a push reaches the worker; it must be refused with an answer, not dropped."""
-    communicator, layer = push_consumer
+    worker, layer = push_consumer
     reply = await layer.new_channel()
     message = {**MARKER, "data": {"x": "\ud800"}, "reply_channel": reply, "id": "s"}
-    await communicator.send_input(message)
-    await communicator.send_input({**MARKER, "reply_channel": reply, "id": "marker"})
+    await worker.take(message)
+    await worker.take({**MARKER, "reply_channel": reply, "id": "marker"})
     first, second = await answers(layer, reply, 2)
     assert (first["id"], first["ok"]) == ("s", False), first
     assert second["id"] == "marker"

@@ -2,7 +2,7 @@
 
 The consumer is real, on a fresh in-memory channel layer; ``WorkerStandIn`` plays
 the worker on its channel (answers valid pushes, records anything invalid). The
-document-size limit of channel-layer pushes is checked on ``PushConsumer`` with a
+document-size limit of channel-layer pushes is checked on the worker's push path with a
 real ``Flow`` writing to the suite's RethinkDB.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
-from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from changeflow_channels.conf import get_settings
 from changeflow_channels.consumers import ChangeflowConsumer
 from changeflow_channels.pushes import PUSH_TYPE
 from changeflow_channels.worker.flow import Flow
-from changeflow_channels.worker.push_consumer import PushConsumer
+from changeflow_channels.worker.runner import ChangeflowWorker
 
 from .fuzzing import WorkerStandIn, strict_json
 
@@ -193,9 +193,9 @@ async def test_a_websocket_push_over_the_document_limit_is_too_large() -> None:
 async def test_a_channel_layer_push_over_the_document_limit_is_refused_by_the_worker(
     rethinkdb_target, dbname, conn, r
 ) -> None:
-    """``PushConsumer`` with a real ``Flow`` (not started: no feeds) on the suite's
-    RethinkDB: the oversized push is answered ``ok: false`` and not written; the
-    next push is written."""
+    """The worker's push path with a real ``Flow`` (not started: no feeds) on the
+    suite's RethinkDB: the oversized push is answered ``ok: false`` and not
+    written; the next push is written."""
     with override_settings(
         CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
         CHANGEFLOW_RETHINKDB=rethinkdb_target.url,
@@ -203,18 +203,16 @@ async def test_a_channel_layer_push_over_the_document_limit_is_refused_by_the_wo
     ):
         layer = get_channel_layer()
         flow = Flow(get_settings(), layer, [])
-        scope = {"type": "channel", "channel": "changeflow", "changeflow": flow}
-        consumer = ApplicationCommunicator(PushConsumer.as_asgi(), scope)
+        worker = ChangeflowWorker("changeflow", layer, flow)
         reply = await layer.new_channel()
         push = {"type": PUSH_TYPE, "database": dbname, "table": "limits", "reply_channel": reply}
         try:
-            await consumer.send_input({**push, "data": document_of(201), "id": "big"})
-            await consumer.send_input({**push, "data": document_of(200), "id": "fits"})
+            await worker.take({**push, "data": document_of(201), "id": "big"})
+            await worker.take({**push, "data": document_of(200), "id": "fits"})
             big = await asyncio.wait_for(layer.receive(reply), 10)
             fits = await asyncio.wait_for(layer.receive(reply), 10)
         finally:
-            consumer.future.cancel()
-            await asyncio.gather(consumer.future, return_exceptions=True)
+            worker.pipeline.close()
             await flow.stop()
     assert (big["id"], big["ok"]) == ("big", False), big
     assert big["error"] == "data is 201 bytes of JSON; at most 200 are accepted"

@@ -34,7 +34,6 @@ from rethinkdb.errors import ReqlError
 
 from .. import metrics
 from ..pushes import (
-    DRAIN_TYPE,
     PUSH_TYPE,
     PushError,
     PushRequest,
@@ -45,7 +44,7 @@ from ..pushes import (
 from ..rethink import is_connection_error
 from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 # Pushes the worker holds, received from Redis and not yet written: it pops no
 # more until some are written (the rest wait in Redis, for any worker). A worker
@@ -274,7 +273,7 @@ class PushPipeline:
     A round takes every message waiting (at most ``IN_FLIGHT``); its answers
     are sent (one reply channel's in order, channels side by side) while the
     next round is written, never more than one round's answers at a time.
-    A drain marker resolves once everything before it is written and answered.
+    ``drain()`` returns once everything put so far is written and answered.
     """
 
     def __init__(self, flow: Any, send_reply: SendReply, window: PushWindow | None) -> None:
@@ -283,14 +282,21 @@ class PushPipeline:
         self.window = window
         self.waiting: deque[dict[str, Any]] = deque()
         self.arrived = asyncio.Event()
+        self.idle = asyncio.Event()  # nothing waiting, being written or being answered
+        self.idle.set()
         self.task: asyncio.Future[None] | None = None
         self.answering: asyncio.Future[None] | None = None
 
     def put(self, message: dict[str, Any]) -> None:
         self.waiting.append(message)
+        self.idle.clear()
         self.arrived.set()
         if self.task is None:
             self.task = asyncio.ensure_future(self._run())
+
+    async def drain(self) -> None:
+        """Until every message put so far is written and answered."""
+        await self.idle.wait()
 
     def close(self) -> None:
         for task in (self.task, self.answering):
@@ -300,17 +306,14 @@ class PushPipeline:
     async def _run(self) -> None:
         while True:
             if not self.waiting:
-                self.arrived.clear()
-                await self.arrived.wait()
-                continue
-            if _is_drain(self.waiting[0]):
-                future = self.waiting.popleft()["future"]
                 await self._answered()
-                if not future.done():
-                    future.set_result(None)
+                if not self.waiting:
+                    self.idle.set()
+                    self.arrived.clear()
+                    await self.arrived.wait()
                 continue
             messages = []
-            while self.waiting and len(messages) < IN_FLIGHT and not _is_drain(self.waiting[0]):
+            while self.waiting and len(messages) < IN_FLIGHT:
                 messages.append(self.waiting.popleft())
             try:
                 await self._round(messages)
@@ -386,8 +389,3 @@ class PushPipeline:
                     logger.exception("could not answer on %s", channel)
 
         await asyncio.gather(*(send_in_order(c, results) for c, results in by_channel.items()))
-
-
-def _is_drain(message: dict[str, Any]) -> bool:
-    # Only the worker itself can send this: no channel-layer message can carry a Future.
-    return message.get("type") == DRAIN_TYPE and isinstance(message.get("future"), asyncio.Future)

@@ -1,9 +1,8 @@
-"""The ``changeflow`` worker: Channels' ``Worker`` plus the feeds' own start-up.
+"""The ``changeflow`` worker: the flow (feeds, hooks), and its channels' listeners.
 
-Channels' worker only creates an application instance when the first message
-arrives on a channel; the feeds must run from the start, so ``handle()`` starts
-the ``Flow`` beside the push listener. The push consumer gets the flow through
-its scope (``scope["changeflow"]``).
+The listeners hand pushes to the push pipeline (``push_batches.PushPipeline``)
+and sync requests to the catch-up server (``catchup.Catchup``) directly; the
+feeds run from the start, beside them.
 """
 
 from __future__ import annotations
@@ -17,21 +16,22 @@ import uuid
 from typing import Any
 
 from channels.layers import get_channel_layer
-from channels.worker import Worker
 
 from .. import metrics
 from ..conf import ChangeflowSettings, get_settings
 from ..names import InvalidName
-from ..pushes import DRAIN_TYPE, error_result
+from ..pushes import error_result
 from ..redis_layer import exclusive_pop, receive_forever
-from ..sync import sync_channel
+from ..sync import SYNC_TYPE, sync_channel
+from .catchup import Catchup
 from .flow import READY_TIMEOUT, Flow, positive_seconds
 from .hooks import HandlerError, load_handlers
 from .leases import LeaseStore, redis_target
-from .push_batches import POP_BATCH, PushWindow
+from .push_batches import POP_BATCH, PushPipeline, PushWindow
+from .replies import send_reply
 from .table_sharing import TICKS_PER_LEASE
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 # Seconds a receive in flight at shutdown may take to finish.
 RECEIVE_GRACE = 1.0
@@ -39,30 +39,26 @@ RECEIVE_GRACE = 1.0
 EXIT_GRACE = 5.0
 
 
-class ChangeflowWorker(Worker):
-    """Receives pushes on one channel and runs the flow until stopped."""
+class ChangeflowWorker:
+    """Receives pushes and sync requests on its channels and runs the flow until stopped."""
 
-    def __init__(self, application: Any, channel: str, channel_layer: Any, flow: Flow) -> None:
+    def __init__(self, channel: str, channel_layer: Any, flow: Flow) -> None:
+        self.channel = channel
+        self.channel_layer = channel_layer
+        self.flow = flow
         self.sync_channel = sync_channel(channel)
         # Several workers: sync requests for the tables this one follows, forwarded to it.
         self.own_sync_channel = flow.own_sync_channel
-        channels = [channel, self.sync_channel]
-        if self.own_sync_channel is not None:
-            channels.append(self.own_sync_channel)
-        super().__init__(application, channels, channel_layer)
-        self.channel = channel
-        self.flow = flow
         self.stopping = asyncio.Event()
         # Several workers read the shared channels: each message must go to one only.
         self.pop = exclusive_pop(channel_layer) if flow.sharing is not None else None
         # Pushes received and not yet written: the listener takes no more than this.
         self.window = PushWindow()
+        self.pipeline = PushPipeline(flow, self.reply, self.window)
+        self.catchup = Catchup(flow, self.reply)
 
-    def get_or_create_application_instance(self, scope_id: str, scope: dict[str, Any]) -> Any:
-        scope = {**scope, "changeflow": self.flow}
-        if scope_id == self.channel:
-            scope["changeflow_window"] = self.window
-        return super().get_or_create_application_instance(scope_id, scope)
+    async def reply(self, channel: str, answer: dict[str, Any]) -> None:
+        await send_reply(self.channel_layer, channel, answer)
 
     def run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -87,6 +83,14 @@ class ChangeflowWorker(Worker):
                 loop.add_signal_handler(signum, self.stopping.set)
         await self.arun()
 
+    async def arun(self) -> None:
+        """Run until ``stopping`` is set (on the caller's loop, without signal handlers)."""
+        try:
+            await self.handle()
+        finally:
+            self.pipeline.close()
+            self.catchup.close()
+
     async def handle(self) -> None:
         await self.flow.start()
         # Pushes are taken only once the feeds are open: a push written before
@@ -95,7 +99,7 @@ class ChangeflowWorker(Worker):
         # The listeners return once ``stopping`` is set.
         listeners = [self.listener(self.channel), self.listener(self.sync_channel)]
         if self.own_sync_channel is not None:
-            listeners.append(self.listener(self.own_sync_channel, route=self.sync_channel))
+            listeners.append(self.listener(self.own_sync_channel))
         await asyncio.gather(*listeners)
         logger.info("changeflow worker stopping")
         await self._drain_pushes()
@@ -125,12 +129,11 @@ class ChangeflowWorker(Worker):
                 READY_TIMEOUT,
             )
 
-    async def listener(self, channel: str, route: str | None = None) -> None:
-        """Receive pushes until stopped; a bad message or a failing layer never stops it.
+    async def listener(self, channel: str) -> None:
+        """Receive until stopped; a bad message or a failing layer never stops it.
 
-        ``route``: the channel whose consumer handles the messages (default ``channel``).
         On the push channel, what is received and not yet written stays within
-        ``self.window``; every message put into the consumer takes one place of it."""
+        ``self.window``: every message taken takes one place of it."""
         window = self.window if channel == self.channel else None
         stop = asyncio.ensure_future(self.stopping.wait())
         try:
@@ -146,18 +149,24 @@ class ChangeflowWorker(Worker):
                 if messages is None:
                     return
                 for message in messages:
-                    if not isinstance(message, dict) or not message.get("type"):
-                        if window is not None:
-                            window.release(1)
-                        await self._refuse(
-                            message, "message has no type; expected 'changeflow.push'"
-                        )
-                        continue
-                    scope = {"type": "channel", "channel": route or channel}
-                    queue = self.get_or_create_application_instance(route or channel, scope)
-                    await queue.put(message)
+                    await self.take(message, window)
         finally:
             stop.cancel()
+
+    async def take(self, message: Any, window: PushWindow | None = None) -> None:
+        """One message received: a sync request to the catch-up server, anything else
+        to the push pipeline (which answers what is not a push with an error).
+        ``window``: the message took one place of it, freed once it is written."""
+        if not isinstance(message, dict) or not message.get("type"):
+            if window is not None:
+                window.release(1)
+            await self._refuse(message, "message has no type; expected 'changeflow.push'")
+        elif message["type"] == SYNC_TYPE:
+            if window is not None:
+                window.release(1)
+            self.catchup.take(message)
+        else:
+            self.pipeline.put(message)
 
     async def _room_unless_stopping(self, window: PushWindow, stop: asyncio.Future[Any]) -> bool:
         """Wait until the window has room; False once stopping."""
@@ -213,13 +222,8 @@ class ChangeflowWorker(Worker):
 
     async def _drain_pushes(self) -> None:
         """Wait until every push already received has been written and answered."""
-        details = self.application_instances.get(self.channel)
-        if details is None or details["future"].done():
-            return
-        drained = asyncio.get_running_loop().create_future()
-        await details["input_queue"].put({"type": DRAIN_TYPE, "future": drained})
         try:
-            await asyncio.wait_for(drained, self.flow.settings.push_timeout + 5)
+            await asyncio.wait_for(self.pipeline.drain(), self.flow.settings.push_timeout + 5)
         except asyncio.TimeoutError:
             logger.error("pushes still being written at shutdown; gave up waiting")
 
@@ -250,8 +254,6 @@ def create_worker(
     *, watch: list[str] | None = None, verbose: bool | None = None, layer: str = "default"
 ) -> ChangeflowWorker:
     """A worker built from the settings (what ``manage.py changeflow`` runs)."""
-    from ..routing import channel_application  # routing imports the consumers
-
     settings = get_settings()
     channel_layer = get_channel_layer(layer)
     if channel_layer is None:
@@ -277,4 +279,4 @@ def create_worker(
         ", ".join(flow.patterns.patterns),
         len(handlers),
     )
-    return ChangeflowWorker(channel_application(), settings.channel, channel_layer, flow)
+    return ChangeflowWorker(settings.channel, channel_layer, flow)
