@@ -20,6 +20,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from .pushes import UNAVAILABLE
+
 # Seconds: from well under a millisecond (same machine) to a stuck channel layer.
 LAG_BUCKETS = (
     0.0005,
@@ -180,10 +182,7 @@ def push_result_label(result: dict[str, Any] | None) -> str:
         return "invalid"
     if result.get("ok"):
         return "ok"
-    error = str(result.get("error", ""))
-    if error.startswith(("RethinkDB unavailable", "internal error")):
-        return "unavailable"
-    return "rejected"
+    return "unavailable" if result.get("code") == UNAVAILABLE else "rejected"
 
 
 def count_push(result: dict[str, Any] | None) -> None:

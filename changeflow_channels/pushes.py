@@ -194,5 +194,14 @@ def build_push(
     return message
 
 
-def error_result(request_id: Any, error: str) -> dict[str, Any]:
-    return {"type": RESULT_TYPE, "id": request_id, "ok": False, "error": error}
+# Why a push was not written: the ``code`` of its result.
+INVALID = "invalid"  # refused before writing: not a valid push (fix the push)
+REJECTED = "rejected"  # RethinkDB refused the write: a duplicate key, a query error
+UNAVAILABLE = "unavailable"  # not written for now: RethinkDB unreachable, an internal error
+ERROR_CODES = (INVALID, REJECTED, UNAVAILABLE)
+
+
+def error_result(request_id: Any, error: str, code: str) -> dict[str, Any]:
+    """The ``changeflow.push.result`` of a push not written: ``error`` says what went
+    wrong, ``code`` (one of ``ERROR_CODES``) what the sender can do about it."""
+    return {"type": RESULT_TYPE, "id": request_id, "ok": False, "error": error, "code": code}

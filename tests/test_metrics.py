@@ -30,12 +30,14 @@ def fresh_stream() -> str:
 def test_push_results_are_labelled_by_what_happened():
     assert metrics.push_result_label(None) == "invalid"
     assert metrics.push_result_label({"ok": True}) == "ok"
-    assert metrics.push_result_label({"ok": False, "error": "Document not found"}) == "rejected"
-    unavailable = {"ok": False, "error": "RethinkDB unavailable for 10 s, push not written: x"}
+    # By the result's code, whatever its text says.
+    rejected = {"ok": False, "error": "RethinkDB unavailable? no: a duplicate", "code": "rejected"}
+    assert metrics.push_result_label(rejected) == "rejected"
+    unavailable = {"ok": False, "error": "push not written", "code": "unavailable"}
     assert metrics.push_result_label(unavailable) == "unavailable"
-    assert metrics.push_result_label({"ok": False, "error": "internal error: x"}) == "unavailable"
+    assert metrics.push_result_label({"ok": False, "error": "x", "code": "invalid"}) == "rejected"
     before = sample("changeflow_pushes_total", result="rejected")
-    metrics.count_push({"ok": False, "error": "Document not found"})
+    metrics.count_push(rejected)
     assert sample("changeflow_pushes_total", result="rejected") == before + 1
 
 

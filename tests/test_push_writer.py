@@ -79,6 +79,8 @@ async def test_a_real_duplicate_is_still_refused_on_retry(faulty_rethinkdb):
     assert (await writer.write(push({"id": "k", "v": 1})))["ok"]
     result = await writer._apply(await writer.connection.get(), push({"id": "k", "v": 2}), True)
     assert result["errors"] == 1 and "Duplicate primary key" in result["first_error"]
+    answer = await writer.write(push({"id": "k", "v": 3}))
+    assert (answer["ok"], answer["code"]) == (False, "rejected"), answer
 
 
 async def test_push_is_answered_with_an_error_when_rethinkdb_stays_down(faulty_rethinkdb):
@@ -91,6 +93,7 @@ async def test_push_is_answered_with_an_error_when_rethinkdb_stays_down(faulty_r
         "id": "late",
         "ok": False,
         "error": result["error"],
+        "code": "unavailable",
     }
     assert result["error"].startswith("RethinkDB unavailable for 1 s")
 
@@ -107,6 +110,7 @@ async def test_documents_without_their_key_are_refused(faulty_rethinkdb, op, dat
     writer = make_writer(faulty_rethinkdb.url)
     result = await writer.write(push(data, op=op, key=key))
     assert result["ok"] is False and error in result["error"]
+    assert result["code"] == "invalid"
 
 
 async def test_a_push_right_after_a_restart_waits_until_the_table_takes_writes(faulty_rethinkdb):

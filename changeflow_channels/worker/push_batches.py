@@ -34,7 +34,9 @@ from rethinkdb.errors import ReqlError
 
 from .. import metrics
 from ..pushes import (
+    INVALID,
     PUSH_TYPE,
+    UNAVAILABLE,
     PushError,
     PushRequest,
     check_size,
@@ -98,13 +100,13 @@ def receive(message: dict[str, Any], writer: PushWriter, max_bytes: int) -> Rece
     item = Received(message)
     kind = message.get("type")
     if kind != PUSH_TYPE:
-        item.result = error_result(message.get("id"), f"unknown message type {kind!r}")
+        item.result = error_result(message.get("id"), f"unknown message type {kind!r}", INVALID)
         return item
     try:
         request = parse_push(message)
         item.size = check_size(request.data, max_bytes)
     except PushError as error:
-        item.result = error_result(message.get("id"), str(error))
+        item.result = error_result(message.get("id"), str(error), INVALID)
         return item
     item.request, item.generated = writer.with_keys(request)
     item.groupable = (
@@ -221,7 +223,7 @@ async def _write_one(
         )
     except Exception as error:  # a bug of ours must not lose the next pushes, nor the answer
         logger.exception("push to %s failed", item.request.stream)
-        item.result = error_result(item.request.id, f"internal error: {error!r}")
+        item.result = error_result(item.request.id, f"internal error: {error!r}", UNAVAILABLE)
 
 
 async def _write_group(writer: PushWriter, items: list[Received]) -> None:
@@ -312,7 +314,7 @@ class PushPipeline:
                     self.arrived.clear()
                     await self.arrived.wait()
                 continue
-            messages = []
+            messages: list[dict[str, Any]] = []
             while self.waiting and len(messages) < IN_FLIGHT:
                 messages.append(self.waiting.popleft())
             try:
@@ -346,14 +348,17 @@ class PushPipeline:
         except Exception as error:  # a bug of ours: this push is answered, the others go on
             logger.exception("push could not be read")
             return Received(
-                message, result=error_result(message.get("id"), f"internal error: {error!r}")
+                message,
+                result=error_result(message.get("id"), f"internal error: {error!r}", UNAVAILABLE),
             )
 
     def _account(self, item: Received) -> None:
         """Metrics and the log line of one handled push."""
         request, result = item.request, item.result
         if result is None:  # cannot happen; never leave a sender without an answer
-            result = item.result = error_result(item.message.get("id"), "internal error")
+            result = item.result = error_result(
+                item.message.get("id"), "internal error", UNAVAILABLE
+            )
         metrics.count_push(result if request is not None else None)
         if not result["ok"]:
             message = item.message

@@ -11,11 +11,19 @@ from typing import Any
 
 from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
-from ..pushes import RESULT_TYPE, PushError, PushRequest, error_result
+from ..pushes import (
+    INVALID,
+    REJECTED,
+    RESULT_TYPE,
+    UNAVAILABLE,
+    PushError,
+    PushRequest,
+    error_result,
+)
 from ..rethink import Reconnecting, is_connection_error
 from ..tables.ddl import TableRegistry, is_missing_error, repair_table
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 COUNTS = ("inserted", "replaced", "unchanged", "deleted", "skipped", "errors")
 EXPR_DEPTH = 100
@@ -79,11 +87,11 @@ class PushWriter:
                 self.written.add((request.database, request.table))
                 return push_result(request, counts, generated)
             except PushError as error:
-                return error_result(request.id, str(error))
+                return error_result(request.id, str(error), INVALID)
             except Exception as error:
                 if not is_connection_error(error):
                     if isinstance(error, ReqlError):
-                        return error_result(request.id, error.message)
+                        return error_result(request.id, error.message, REJECTED)
                     raise
                 await self.connection.discard()
                 # The write may have happened before the connection broke.
@@ -92,6 +100,7 @@ class PushWriter:
                     return error_result(
                         request.id,
                         f"RethinkDB unavailable for {self.deadline:g} s, push not written: {error}",
+                        UNAVAILABLE,
                     )
                 logger.warning("RethinkDB unavailable (%s); retrying push in %.1f s", error, delay)
                 await asyncio.sleep(delay)
@@ -220,4 +229,5 @@ def push_result(
         result[name] = counts.get(name, 0)
     if counts.get("errors"):
         result["error"] = counts.get("first_error", "write failed")
+        result["code"] = REJECTED
     return result

@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from .. import metrics
 from ..conf import ChangeflowSettings, get_settings
 from ..names import InvalidName
-from ..pushes import error_result
+from ..pushes import INVALID, error_result
 from ..redis_layer import exclusive_pop, receive_forever
 from ..sync import SYNC_TYPE, sync_channel
 from .catchup import Catchup
@@ -233,7 +233,9 @@ class ChangeflowWorker:
         reply = message.get("reply_channel") if isinstance(message, dict) else None
         if isinstance(reply, str) and reply:
             with contextlib.suppress(Exception):
-                await self.channel_layer.send(reply, error_result(message.get("id"), error))
+                await self.channel_layer.send(
+                    reply, error_result(message.get("id"), error, INVALID)
+                )
 
 
 class WorkerConfigError(Exception):
