@@ -6,10 +6,10 @@ class ChangeflowChannelsConfig(AppConfig):
     verbose_name = "Changeflow Channels"
 
     def ready(self) -> None:
-        # Importing them registers the system checks.
-        from . import checks  # noqa: F401
-        from .mirror import checks as mirror_checks  # noqa: F401
-        from .mirror.signals import connect_models
-        from .tables import checks as tables_checks  # noqa: F401
+        from django.core.checks import Tags, register
 
+        from .checks import check_settings
+        from .mirror.signals import connect_models
+
+        register(check_settings, Tags.compatibility)  # every CHANGEFLOW_* setting
         connect_models()  # CHANGEFLOW_MODELS: model saves and deletes become pushes

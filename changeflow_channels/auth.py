@@ -20,12 +20,12 @@ from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core import signing
 
+from .conf import get_settings
+
 SALT = "changeflow_channels.auth.token"
-DEFAULT_MAX_AGE = 24 * 3600
 
 
 def make_token(user: Any) -> str:
@@ -34,7 +34,7 @@ def make_token(user: Any) -> str:
 
 
 def user_id_from_token(token: str) -> str | None:
-    max_age = getattr(settings, "CHANGEFLOW_TOKEN_MAX_AGE", DEFAULT_MAX_AGE)
+    max_age = get_settings().token_max_age
     try:
         return str(signing.loads(token, salt=SALT, max_age=max_age)["uid"])
     except (signing.BadSignature, KeyError, TypeError):

@@ -1,17 +1,85 @@
-"""System checks (``manage.py check``) for the CHANGEFLOW_* settings."""
+"""System checks (``manage.py check``) for every ``CHANGEFLOW_*`` setting.
+
+One check, ``check_settings`` (registered by ``AppConfig.ready()``), reads the settings once
+(``conf.get_settings()``) and runs one function per setting (a few look at two
+settings together). Each finding is an ``Error`` or a ``Warning`` whose message
+names the setting and its value and whose hint says what would do. The checks
+are fast and do no I/O beyond importing the modules the settings name.
+
+Ids (silence one with ``SILENCED_SYSTEM_CHECKS = ["changeflow_channels.W002"]``);
+they keep their meaning from release to release, new ones continue the numbering:
+
+====  ===============================================================
+E001  CHANGEFLOW_RETHINKDB is not a server URL
+E002  CHANGEFLOW_WATCH is not a list of patterns, or has a bad pattern
+E003  CHANGEFLOW_HANDLERS is not a list of modules, or one cannot be used
+E004  no channel layer (CHANNEL_LAYERS)
+E005  CHANGEFLOW_PERMISSIONS cannot be loaded, or is not a policy
+E006  CHANGEFLOW_LEASE_TIME is not a positive number of seconds
+E007  CHANGEFLOW_REDIS is neither a Redis URL nor None
+E008  CHANGEFLOW_METRICS_PORT is neither a TCP port nor None
+E010  CHANGEFLOW_TABLES: not a dict, or a bad stream name
+E011  CHANGEFLOW_TABLES: an entry that is not a dict, or unknown keys
+E012  CHANGEFLOW_TABLES: a bad primary key
+E013  CHANGEFLOW_TABLES: a malformed index
+E014  CHANGEFLOW_TABLES: a malformed retention
+E015  CHANGEFLOW_TABLES: a retention field that cannot be used
+E016  CHANGEFLOW_CLEAN_EVERY is not a positive number of seconds
+E020  CHANGEFLOW_MODELS (or one of its entries) is not a dict
+E021  CHANGEFLOW_MODELS: not an installed model
+E022  CHANGEFLOW_MODELS: an unknown field, or the primary key excluded
+E023  CHANGEFLOW_MODELS: bad ``events`` letters
+E024  CHANGEFLOW_MODELS: both ``fields`` and ``exclude``
+E025  CHANGEFLOW_MODELS: an unknown option
+E026  CHANGEFLOW_MODELS_DB is not a database name (or makes a stream name too long)
+E027  CHANGEFLOW_CHANNEL is not a channel name
+E028  CHANGEFLOW_VERBOSE is not True or False
+E029  CHANGEFLOW_HANDLER_TIMEOUT is not a positive number of seconds
+E030  CHANGEFLOW_PUSH_TIMEOUT is not a positive number of seconds
+E031  CHANGEFLOW_HISTORY is not an integer >= 0
+E032  CHANGEFLOW_SNAPSHOT_LIMIT is not a positive integer
+E033  CHANGEFLOW_RULES is not a dict of pattern: {action: requirement}
+E034  CHANGEFLOW_RECHECK_EVERY is not a positive number of seconds
+E035  CHANGEFLOW_TOKEN_MAX_AGE is not a positive number of seconds
+E036  CHANGEFLOW_MAX_FRAME_BYTES is not a positive integer
+E037  CHANGEFLOW_MAX_SUBSCRIPTIONS is not a positive integer
+E038  CHANGEFLOW_PUSH_RATE is not a positive number
+E039  CHANGEFLOW_MAX_DOCUMENT_BYTES is not a positive integer
+E040  CHANGEFLOW_SEND_QUEUE is not a positive integer
+E041  CHANGEFLOW_SEND_QUEUE_BYTES is not a positive integer
+E042  CHANGEFLOW_BATCH_SIZE is not a positive integer
+E043  CHANGEFLOW_BATCH_BYTES is not a positive integer
+E044  CHANGEFLOW_SYNC_TIMEOUT is not a positive number of seconds
+E045  CHANGEFLOW_METRICS_PER_TABLE is not True or False
+W001  a Redis channel layer without ``socket_timeout``
+W002  CHANGEFLOW_PERMISSIONS allows everything while DEBUG is off
+W003  channels_redis's pub/sub layer (one worker only)
+W004  CHANGEFLOW_LEASE_TIME below 3 s
+W005  CHANGEFLOW_RULES is set, but CHANGEFLOW_PERMISSIONS is not a RulesPolicy
+W006  CHANGEFLOW_BATCH_BYTES is not below CHANGEFLOW_SEND_QUEUE_BYTES
+====  ===============================================================
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import get_settings
-from .names import InvalidName
-from .permissions import AllowAllPolicy, load_policy
+from .conf import ChangeflowSettings, defaults, get_settings, setting_name
+from .mirror import config as models_config
+from .names import InvalidName, validate_name
+from .permissions import AllowAllPolicy, RulesPolicy, check_requirement, load_policy
 from .rethinkdb_url import parse_rethinkdb_url
+from .tables import config as tables_config
+
+PREFIX = "changeflow_channels."
 
 REDIS_BACKENDS = (
     "channels_redis.core.RedisChannelLayer",
@@ -21,170 +89,467 @@ PUBSUB_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Below this, a busy machine makes workers give up tables they still hold.
 SHORT_LEASE_TIME = 3.0
+# Channel names are below 100 characters; the worker's own sync channels add
+# ".sync.<12 hex digits>" to CHANGEFLOW_CHANNEL.
+MAX_CHANNEL_LENGTH = 80
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
+RULE_ACTIONS = ("subscribe", "push")
+
+Messages = list[CheckMessage]
 
 
-@register(Tags.compatibility)
-def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    # Imported here: loading the app (Daphne too) imports this module, and must
-    # not load the worker.
-    from .worker.hooks import HandlerError, handler_modules, load_handler
-    from .worker.watch import check_pattern
-
+def check_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
+    """Every problem of every ``CHANGEFLOW_*`` setting (and of ``CHANNEL_LAYERS``)."""
     conf = get_settings()
-    messages: list[Any] = []
-    try:
-        parse_rethinkdb_url(conf.rethinkdb)
-    except ValueError as error:
-        messages.append(
-            Error(
-                f"CHANGEFLOW_RETHINKDB is not a valid server URL: {error}.",
-                hint='Use "rethinkdb://[user[:password]@]host[:port]" (rethinkdbs:// for TLS).',
-                id="changeflow_channels.E001",
-            )
-        )
-    if not isinstance(conf.watch, list | tuple):
-        messages.append(
-            Error(
-                "CHANGEFLOW_WATCH must be a list of patterns.",
-                hint='For example ["*"], ["shop.*"] or ["shop.orders"].',
-                id="changeflow_channels.E002",
-            )
-        )
-    else:
-        for pattern in conf.watch:
-            try:
-                check_pattern(pattern)
-            except InvalidName as error:
-                messages.append(
-                    Error(
-                        f"CHANGEFLOW_WATCH: {error}.",
-                        hint='Patterns are "*", "db.*" or "db.table", with names of A-Z, a-z, 0-9, _ and -.',
-                        id="changeflow_channels.E002",
-                    )
-                )
-    for module in handler_modules(conf.handlers, os.environ.get("DJANGO_SETTINGS_MODULE")):
-        try:
-            load_handler(module)
-        except HandlerError as error:
-            messages.append(
-                Error(
-                    f"CHANGEFLOW_HANDLERS: {error}.",
-                    hint="Each module must import cleanly and define flow_handlers(database, table, change).",
-                    id="changeflow_channels.E003",
-                )
-            )
-    messages.extend(_check_channel_layer())
-    messages.extend(_check_permissions(conf.permissions))
-    messages.extend(_check_workers(conf.lease_time, conf.redis, conf.metrics_port))
+    messages: Messages = []
+    for check in CHECKS:
+        messages.extend(check(conf))
     return messages
 
 
-def _check_channel_layer() -> list[Any]:
-    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    default = layers.get("default")
-    if not default:
-        return [
-            Error(
-                "No channel layer is configured: changeflow_channels needs one to carry changes and pushes.",
-                hint='Set CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
-                '"CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}]}}}.',
-                id="changeflow_channels.E004",
-            )
-        ]
-    if default.get("BACKEND") not in REDIS_BACKENDS:
-        return []
-    hosts = (default.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
-    if all(isinstance(host, dict) and "socket_timeout" in host for host in hosts):
-        return []
-    return [
-        Warning(
-            "The Redis channel layer uses redis-py's default socket_timeout (5 s): an idle "
-            "receive() then raises TimeoutError, which ends ordinary consumers and workers "
-            "(channels_redis #422). changeflow_channels' own consumers survive it.",
-            hint='Give each host a dict with "socket_timeout": None, for example '
-            '"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}].',
-            id="changeflow_channels.W001",
-        )
-    ]
+def _error(code: str, message: str, hint: str) -> Error:
+    return Error(message, hint=hint, id=PREFIX + code)
 
 
-def _check_permissions(setting: Any) -> list[Any]:
-    try:
-        policy = load_policy(setting)
-    except Exception as error:
-        return [
-            Error(
-                f"CHANGEFLOW_PERMISSIONS cannot be used: {error}.",
-                hint="Name a class or object with can_subscribe(user, stream) and can_push(user, stream, op).",
-                id="changeflow_channels.E005",
-            )
-        ]
-    if isinstance(policy, AllowAllPolicy) and not settings.DEBUG:
-        return [
-            Warning(
-                "CHANGEFLOW_PERMISSIONS allows anyone to read and write every stream.",
-                hint="AllowAllPolicy is for demos on loopback; use a real policy in production.",
-                id="changeflow_channels.W002",
-            )
-        ]
-    return []
+def _warning(code: str, message: str, hint: str) -> Warning:
+    return Warning(message, hint=hint, id=PREFIX + code)
+
+
+# Plain values: what each must be, checked the same way. -------------------------------
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _check_workers(lease_time: Any, redis_url: Any, metrics_port: Any) -> list[Any]:
-    """The settings of several workers (leases) and of the worker's metrics endpoint."""
-    messages: list[Any] = []
-    if not _is_number(lease_time) or not lease_time > 0:
-        messages.append(
-            Error(
-                f"CHANGEFLOW_LEASE_TIME must be a positive number of seconds, not {lease_time!r}.",
-                hint="10.0 (the default) suits most setups; see the README's 'Several workers'.",
-                id="changeflow_channels.E006",
+def _is_positive_number(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and value > 0
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# kind: (is it valid, what it must be)
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seconds": (_is_positive_number, "a positive number of seconds"),
+    "positive": (_is_positive_number, "a positive number"),
+    "count": (lambda v: _is_integer(v) and v > 0, "a positive integer"),
+    "count0": (lambda v: _is_integer(v) and v >= 0, "an integer of at least 0"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+# attribute: (id, kind, what it is)
+PLAIN: dict[str, tuple[str, str, str]] = {
+    "verbose": ("E028", "bool", "log every change and push at INFO"),
+    "handler_timeout": ("E029", "seconds", "how long one hook call may take"),
+    "push_timeout": ("E030", "seconds", "how long a push is retried while RethinkDB is away"),
+    "history": ("E031", "count0", "changes kept per table to fill gaps (0: none, always resync)"),
+    "snapshot_limit": ("E032", "count", "documents of a table kept for exact snapshots"),
+    "recheck_every": ("E034", "seconds", "time between permission re-checks"),
+    "max_frame_bytes": ("E036", "count", "the largest frame a client may send, in bytes"),
+    "max_subscriptions": ("E037", "count", "subscriptions per connection"),
+    "push_rate": ("E038", "positive", "pushes per second per connection"),
+    "max_document_bytes": ("E039", "count", "the largest pushed data, in bytes of JSON"),
+    "send_queue": ("E040", "count", "frames waiting for a slow client before it is closed"),
+    "send_queue_bytes": ("E041", "count", "bytes waiting for a slow client before it is closed"),
+    "batch_size": ("E042", "count", "changes of a table in one batch message"),
+    "batch_bytes": ("E043", "count", "about the largest batch message, in bytes"),
+    "sync_timeout": ("E044", "seconds", "how long a consumer waits for the worker's sync answer"),
+    "metrics_per_table": ("E045", "bool", "a stream label per table on the change counters"),
+    "clean_every": ("E016", "seconds", "time between two autoclean rounds"),
+    "lease_time": ("E006", "seconds", "how long a worker's lease on a table lasts"),
+}
+
+
+def _is_valid(attribute: str, value: Any) -> bool:
+    return KINDS[PLAIN[attribute][1]][0](value)
+
+
+def _check_plain(conf: ChangeflowSettings) -> Messages:
+    messages: Messages = []
+    all_defaults = defaults()
+    for attribute, (code, kind, meaning) in PLAIN.items():
+        value = getattr(conf, attribute)
+        if not _is_valid(attribute, value):
+            name = setting_name(attribute)
+            messages.append(
+                _error(
+                    code,
+                    f"{name} must be {KINDS[kind][1]}, not {value!r}.",
+                    f"It is {meaning}; the default is {all_defaults[name]!r}.",
+                )
             )
-        )
-    elif lease_time < SHORT_LEASE_TIME:
-        messages.append(
-            Warning(
-                f"CHANGEFLOW_LEASE_TIME = {lease_time:g} s: a worker whose event loop or Redis "
-                "stalls for two thirds of it gives up its tables (a new epoch, a resync).",
-                hint=f"Use at least {SHORT_LEASE_TIME:g} s outside tests.",
-                id="changeflow_channels.W004",
+    return messages
+
+
+# Settings with a shape of their own. ----------------------------------------------------
+
+
+def _check_rethinkdb(conf: ChangeflowSettings) -> Messages:
+    try:
+        parse_rethinkdb_url(conf.rethinkdb)
+    except ValueError as error:
+        return [
+            _error(
+                "E001",
+                f"CHANGEFLOW_RETHINKDB is not a valid server URL: {error}.",
+                'Use "rethinkdb://[user[:password]@]host[:port]" (rethinkdbs:// for TLS).',
             )
-        )
-    if redis_url is not None and not (
-        isinstance(redis_url, str) and redis_url.startswith(REDIS_SCHEMES)
+        ]
+    return []
+
+
+def _not_a_list(name: str, value: Any, code: str, of: str, example: str) -> Messages:
+    """One error for a setting that must be a list (a string is not one: no error per character)."""
+    if isinstance(value, list | tuple):
+        return []
+    return [
+        _error(code, f"{name} must be a list of {of}, not {value!r}.", f"For example {example}.")
+    ]
+
+
+def _check_watch(conf: ChangeflowSettings) -> Messages:
+    # Imported here: loading the app (Daphne too) imports this module, and must not load the worker.
+    from .worker.watch import check_pattern
+
+    example = '["*"], ["shop.*"] or ["shop.orders"]'
+    messages = _not_a_list("CHANGEFLOW_WATCH", conf.watch, "E002", "patterns", example)
+    if messages:
+        return messages
+    for pattern in conf.watch:
+        try:
+            check_pattern(pattern)
+        except InvalidName as error:
+            messages.append(
+                _error(
+                    "E002",
+                    f"CHANGEFLOW_WATCH: {error}.",
+                    'Patterns are "*", "db.*" or "db.table", with names of A-Z, a-z, 0-9, _ and -.',
+                )
+            )
+    return messages
+
+
+def _check_channel(conf: ChangeflowSettings) -> Messages:
+    channel = conf.channel
+    if (
+        isinstance(channel, str)
+        and CHANNEL_RE.fullmatch(channel)
+        and len(channel) <= MAX_CHANNEL_LENGTH
     ):
+        return []
+    return [
+        _error(
+            "E027",
+            f"CHANGEFLOW_CHANNEL must be a channel name, not {channel!r}.",
+            f"Use A-Z, a-z, 0-9, _, - and . only, at most {MAX_CHANNEL_LENGTH} characters; "
+            'the default is "changeflow".',
+        )
+    ]
+
+
+def _check_handlers(conf: ChangeflowSettings) -> Messages:
+    from .worker.hooks import HandlerError, handler_modules, load_handler
+
+    hint = "Each module must import cleanly and define flow_handlers(database, table, change)."
+    messages = _not_a_list(
+        "CHANGEFLOW_HANDLERS", conf.handlers, "E003", "module paths", '["shop.changeflow"]'
+    )
+    if messages:
+        return messages
+    modules = []
+    for module in conf.handlers:
+        if isinstance(module, str) and module:
+            modules.append(module)
+        else:
+            message = f"CHANGEFLOW_HANDLERS: {module!r} is not a module path."
+            messages.append(_error("E003", message, hint))
+    for module in handler_modules(modules, os.environ.get("DJANGO_SETTINGS_MODULE")):
+        try:
+            load_handler(module)
+        except HandlerError as error:
+            messages.append(_error("E003", f"CHANGEFLOW_HANDLERS: {error}.", hint))
+    return messages
+
+
+def _check_permissions(conf: ChangeflowSettings) -> Messages:
+    try:
+        policy = load_policy(conf.permissions)
+    except Exception as error:
+        return [
+            _error(
+                "E005",
+                f"CHANGEFLOW_PERMISSIONS cannot be used: {error}.",
+                "Name a class or object with can_subscribe(user, stream) and can_push(user, stream, op).",
+            )
+        ]
+    messages: Messages = []
+    if isinstance(policy, AllowAllPolicy) and not settings.DEBUG:
         messages.append(
-            Error(
-                f"CHANGEFLOW_REDIS must be a Redis URL or None, not {redis_url!r}.",
-                hint='For example "redis://127.0.0.1:6379/0"; None uses the channel layer\'s Redis.',
-                id="changeflow_channels.E007",
+            _warning(
+                "W002",
+                "CHANGEFLOW_PERMISSIONS allows anyone to read and write every stream.",
+                "AllowAllPolicy is for demos on loopback; use a real policy in production.",
             )
         )
-    if metrics_port is not None and not (
-        isinstance(metrics_port, int)
-        and not isinstance(metrics_port, bool)
-        and 0 <= metrics_port <= 65535
-    ):
+    if isinstance(conf.rules, dict) and conf.rules and not isinstance(policy, RulesPolicy):
         messages.append(
-            Error(
-                f"CHANGEFLOW_METRICS_PORT must be a TCP port number or None, not {metrics_port!r}.",
-                hint="For example 9108; None serves no metrics from the worker.",
-                id="changeflow_channels.E008",
-            )
-        )
-    default = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
-    if default.get("BACKEND") == PUBSUB_BACKEND:
-        messages.append(
-            Warning(
-                "channels_redis's pub/sub layer hands a message sent to a channel to every "
-                "process reading it: with several changeflow workers, each would write each push.",
-                hint="Run one worker with this layer, or use channels_redis.core.RedisChannelLayer "
-                "to run several.",
-                id="changeflow_channels.W003",
+            _warning(
+                "W005",
+                "CHANGEFLOW_RULES is set, but CHANGEFLOW_PERMISSIONS is "
+                f"{type(policy).__name__}, which does not read it: the rules are not applied.",
+                'Set CHANGEFLOW_PERMISSIONS = "changeflow_channels.permissions.RulesPolicy", '
+                "or remove CHANGEFLOW_RULES.",
             )
         )
     return messages
+
+
+def _rule_pattern_problem(pattern: Any) -> str | None:
+    """What is wrong with a key of ``CHANGEFLOW_RULES`` (``RulesPolicy`` looks up exactly
+    ``"db.table"``, ``"db.*"`` and ``"*"``), or None."""
+    if pattern == "*":
+        return None
+    if not isinstance(pattern, str) or "." not in pattern:
+        return f'pattern {pattern!r} must be "*", "db.*" or "db.table"'
+    database, _, table = pattern.partition(".")
+    try:
+        validate_name(database, "database")
+        if table != "*":
+            validate_name(table, "table")
+    except InvalidName as error:
+        return f'pattern {pattern!r} must be "*", "db.*" or "db.table": {error}'
+    return None
+
+
+def _check_rules(conf: ChangeflowSettings) -> Messages:
+    hint = (
+        'For example {"shop.orders": {"subscribe": "authenticated", "push": "staff"}, '
+        '"*": {"subscribe": ["staff", "shop.view_order"]}}.'
+    )
+    rules = conf.rules
+    if not isinstance(rules, dict):
+        return [
+            _error(
+                "E033", f"CHANGEFLOW_RULES must be a dict of pattern: rule, not {rules!r}.", hint
+            )
+        ]
+    messages: Messages = []
+    for pattern, rule in rules.items():
+        problem = _rule_pattern_problem(pattern)
+        if problem:
+            messages.append(_error("E033", f"CHANGEFLOW_RULES: {problem}.", hint))
+            continue
+        if not isinstance(rule, dict):
+            message = f"CHANGEFLOW_RULES[{pattern!r}] must be a dict of action: requirement, not {rule!r}."
+            messages.append(_error("E033", message, hint))
+            continue
+        unknown = [action for action in rule if action not in RULE_ACTIONS]
+        if unknown:
+            message = (
+                f"CHANGEFLOW_RULES[{pattern!r}] has unknown action(s) "
+                f"{', '.join(map(repr, unknown))} (allowed: {', '.join(RULE_ACTIONS)})."
+            )
+            messages.append(_error("E033", message, hint))
+        for action in RULE_ACTIONS:
+            if action not in rule:
+                continue
+            try:
+                check_requirement(rule[action])
+            except ValueError as error:
+                message = f"CHANGEFLOW_RULES[{pattern!r}][{action!r}]: {error}."
+                messages.append(_error("E033", message, hint))
+    return messages
+
+
+def _check_token_max_age(conf: ChangeflowSettings) -> Messages:
+    age = conf.token_max_age
+    if _is_positive_number(age) or (isinstance(age, timedelta) and age > timedelta(0)):
+        return []
+    return [
+        _error(
+            "E035",
+            f"CHANGEFLOW_TOKEN_MAX_AGE must be a positive number of seconds, not {age!r}.",
+            "It is the lifetime of make_token() tokens (a timedelta will do too); "
+            "the default is 86400 (a day).",
+        )
+    ]
+
+
+def _check_lease_time(conf: ChangeflowSettings) -> Messages:
+    """A short lease (its type is among the plain settings)."""
+    lease_time = conf.lease_time
+    if _is_valid("lease_time", lease_time) and lease_time < SHORT_LEASE_TIME:
+        return [
+            _warning(
+                "W004",
+                f"CHANGEFLOW_LEASE_TIME = {lease_time:g} s: a worker whose event loop or Redis "
+                "stalls for two thirds of it gives up its tables (a new epoch, a resync).",
+                f"Use at least {SHORT_LEASE_TIME:g} s outside tests.",
+            )
+        ]
+    return []
+
+
+def _check_redis(conf: ChangeflowSettings) -> Messages:
+    url = conf.redis
+    if url is None or (isinstance(url, str) and url.startswith(REDIS_SCHEMES)):
+        return []
+    return [
+        _error(
+            "E007",
+            f"CHANGEFLOW_REDIS must be a Redis URL or None, not {url!r}.",
+            'For example "redis://127.0.0.1:6379/0"; None uses the channel layer\'s Redis.',
+        )
+    ]
+
+
+def _check_metrics_port(conf: ChangeflowSettings) -> Messages:
+    port = conf.metrics_port
+    if port is None or (_is_integer(port) and 0 <= port <= 65535):
+        return []
+    return [
+        _error(
+            "E008",
+            f"CHANGEFLOW_METRICS_PORT must be a TCP port number or None, not {port!r}.",
+            "For example 9108; None serves no metrics from the worker.",
+        )
+    ]
+
+
+def _check_batch_bytes(conf: ChangeflowSettings) -> Messages:
+    """A batch must fit in a connection's send queue (each type is among the plain settings)."""
+    batch, queue = conf.batch_bytes, conf.send_queue_bytes
+    if _is_valid("batch_bytes", batch) and _is_valid("send_queue_bytes", queue) and batch >= queue:
+        return [
+            _warning(
+                "W006",
+                f"CHANGEFLOW_BATCH_BYTES ({batch}) is not below CHANGEFLOW_SEND_QUEUE_BYTES "
+                f"({queue}): one batch of changes can fill a connection's send queue, which "
+                "then closes the connection (4009) however fast its client reads.",
+                "Keep CHANGEFLOW_BATCH_BYTES well below CHANGEFLOW_SEND_QUEUE_BYTES "
+                "(the defaults: 262144 and 16777216).",
+            )
+        ]
+    return []
+
+
+TABLE_HINTS = {
+    tables_config.BAD_STREAM: 'Keys are "database.table" streams with names of A-Z, a-z, 0-9, _ and -.',
+    tables_config.UNKNOWN_KEY: 'A table takes "primary_key", "indexes" and "retention"; a '
+    'retention takes "field" and one of "max_age" or "max_rows".',
+    tables_config.BAD_PRIMARY_KEY: 'For example "primary_key": "uid" (the default is "id").',
+    tables_config.BAD_INDEX: 'For example "indexes": ["created", ["by_user_and_day", ["user", "day"]]].',
+    tables_config.BAD_RETENTION: 'For example "retention": {"field": "created", "max_age": 86400} '
+    'or {"field": "created", "max_rows": 1000}.',
+    tables_config.BAD_RETENTION_FIELD: "Name the document field holding the time (or a simple index on it).",
+}
+
+
+def _check_tables(conf: ChangeflowSettings) -> Messages:
+    return [
+        _error(
+            problem.check_id.removeprefix(PREFIX),
+            f"CHANGEFLOW_TABLES: {problem}.",
+            TABLE_HINTS[problem.check_id],
+        )
+        for problem in tables_config.all_problems(conf.tables)
+    ]
+
+
+MODEL_CODES = {
+    models_config.NOT_A_DICT: "E020",
+    models_config.UNKNOWN_MODEL: "E021",
+    models_config.UNKNOWN_FIELD: "E022",
+    models_config.BAD_EVENTS: "E023",
+    models_config.FIELDS_AND_EXCLUDE: "E024",
+    models_config.UNKNOWN_OPTION: "E025",
+    models_config.BAD_NAME: "E026",
+}
+
+
+def _check_models_db(conf: ChangeflowSettings) -> Messages:
+    try:
+        validate_name(conf.models_db, "database")
+    except InvalidName as error:
+        return [
+            _error(
+                "E026",
+                f"CHANGEFLOW_MODELS_DB: {error}.",
+                'Model tables go into this RethinkDB database; the default is "django".',
+            )
+        ]
+    return []
+
+
+def _check_models(conf: ChangeflowSettings) -> Messages:
+    """Every ``CHANGEFLOW_MODELS`` entry that cannot be used, with why (with a valid
+    ``CHANGEFLOW_MODELS_DB``: ``_check_models_db`` reports a bad one)."""
+    if isinstance(conf.models, dict) and _check_models_db(conf):
+        return []
+    _, errors = models_config.load_flows(conf)
+    return [_error(MODEL_CODES[error.code], str(error), error.hint) for error in errors]
+
+
+def _check_channel_layers(conf: ChangeflowSettings) -> Messages:
+    """``CHANNEL_LAYERS``: there is one, Redis hosts without a socket timeout, the pub/sub layer."""
+    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
+    default = layers.get("default")
+    if not default:
+        return [
+            _error(
+                "E004",
+                "No channel layer is configured: changeflow_channels needs one to carry changes and pushes.",
+                'Set CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
+                '"CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}]}}}.',
+            )
+        ]
+    messages: Messages = []
+    backend = default.get("BACKEND")
+    hosts = (default.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
+    if backend in REDIS_BACKENDS and not all(
+        isinstance(host, dict) and "socket_timeout" in host for host in hosts
+    ):
+        messages.append(
+            _warning(
+                "W001",
+                "The Redis channel layer uses redis-py's default socket_timeout (5 s): an idle "
+                "receive() then raises TimeoutError, which ends ordinary consumers and workers "
+                "(channels_redis #422). changeflow_channels' own consumers survive it.",
+                'Give each host a dict with "socket_timeout": None, for example '
+                '"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}].',
+            )
+        )
+    if backend == PUBSUB_BACKEND:
+        messages.append(
+            _warning(
+                "W003",
+                "channels_redis's pub/sub layer hands a message sent to a channel to every "
+                "process reading it: with several changeflow workers, each would write each push.",
+                "Run one worker with this layer, or use channels_redis.core.RedisChannelLayer "
+                "to run several.",
+            )
+        )
+    return messages
+
+
+# In the order of the README's table of settings.
+CHECKS: list[Callable[[ChangeflowSettings], Messages]] = [
+    _check_plain,
+    _check_rethinkdb,
+    _check_watch,
+    _check_channel,
+    _check_handlers,
+    _check_permissions,
+    _check_rules,
+    _check_token_max_age,
+    _check_batch_bytes,
+    _check_tables,
+    _check_models_db,
+    _check_models,
+    _check_lease_time,
+    _check_redis,
+    _check_metrics_port,
+    _check_channel_layers,
+]

@@ -1,84 +1,90 @@
 """All of changeflow_channels' settings, read in one place.
 
-Each setting is a flat ``CHANGEFLOW_*`` name in Django settings; ``get_settings()``
-reads them fresh every call (cheap), so tests can use ``override_settings``.
+Each setting is a flat ``CHANGEFLOW_*`` name in Django settings: the field
+``send_queue`` is ``CHANGEFLOW_SEND_QUEUE``. The fields below give each one's
+type and default. ``get_settings()`` reads them fresh every call (cheap), so
+tests can use ``override_settings``. Nothing else in the package reads
+``settings.CHANGEFLOW_*``; ``changeflow_channels.checks`` checks every one.
+
+The types say what a valid value is; ``get_settings()`` does not enforce them
+(``manage.py check`` does, and says what is wrong).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
 
-DEFAULTS: dict[str, Any] = {
-    "RETHINKDB": "rethinkdb://admin@localhost:28015",
-    "WATCH": ["*"],
-    "CHANNEL": "changeflow",
-    "HANDLERS": [],
-    "VERBOSE": True,
-    "PERMISSIONS": "changeflow_channels.permissions.AuthenticatedReadPolicy",
-    "HANDLER_TIMEOUT": 10.0,
-    "PUSH_TIMEOUT": 10.0,
-    "HISTORY": 1000,
-    "SNAPSHOT_LIMIT": 1000,
-    "SYNC_TIMEOUT": 10.0,
-    "TABLES": {},
-    "CLEAN_EVERY": 60.0,
-    "MODELS": {},
-    "MODELS_DB": "django",
-    "MAX_SUBSCRIPTIONS": 100,
-    "MAX_FRAME_BYTES": 65536,
-    "PUSH_RATE": 20.0,
-    "MAX_DOCUMENT_BYTES": 1048576,
-    "RECHECK_EVERY": 30.0,
-    "SEND_QUEUE": 1000,
-    "SEND_QUEUE_BYTES": 16 * 1024 * 1024,
-    "BATCH_SIZE": 1000,
-    "BATCH_BYTES": 262144,
-    "LEASE_TIME": 10.0,
-    "REDIS": None,
-    "METRICS_PORT": None,
-    "METRICS_PER_TABLE": True,
-}
+PREFIX = "CHANGEFLOW_"
 
 
 @dataclass(frozen=True)
 class ChangeflowSettings:
-    rethinkdb: str
-    watch: list[str]
-    channel: str
-    handlers: list[str]
-    verbose: bool
-    permissions: Any
-    handler_timeout: float
-    push_timeout: float
-    history: int
-    snapshot_limit: int
-    sync_timeout: float
-    tables: dict[str, Any]
-    clean_every: float
-    models: dict[str, Any]
-    models_db: str
-    max_subscriptions: int
-    max_frame_bytes: int
-    push_rate: float
-    max_document_bytes: int
-    recheck_every: float
-    send_queue: int
-    send_queue_bytes: int
-    batch_size: int
-    batch_bytes: int
-    lease_time: float
-    redis: str | None
-    metrics_port: int | None
-    metrics_per_table: bool
+    # Server and tables.
+    rethinkdb: str = "rethinkdb://admin@localhost:28015"
+    watch: list[str] = field(default_factory=lambda: ["*"])
+    channel: str = "changeflow"
+    handlers: list[str] = field(default_factory=list)
+    verbose: bool = True
+    # Who may do what.
+    permissions: Any = "changeflow_channels.permissions.AuthenticatedReadPolicy"
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recheck_every: float = 30.0
+    token_max_age: float | timedelta = 24 * 3600
+    # Time limits, seconds.
+    handler_timeout: float = 10.0
+    push_timeout: float = 10.0
+    sync_timeout: float = 10.0
+    # What the worker keeps per table.
+    history: int = 1000
+    snapshot_limit: int = 1000
+    # Keys, indexes and autoclean.
+    tables: dict[str, Any] = field(default_factory=dict)
+    clean_every: float = 60.0
+    # Django models in the flow.
+    models: dict[str, Any] = field(default_factory=dict)
+    models_db: str = "django"
+    # Per-connection limits.
+    max_subscriptions: int = 100
+    max_frame_bytes: int = 65536
+    push_rate: float = 20.0
+    max_document_bytes: int = 1048576
+    send_queue: int = 1000
+    send_queue_bytes: int = 16 * 1024 * 1024
+    # Batches of changes.
+    batch_size: int = 1000
+    batch_bytes: int = 262144
+    # Several workers, metrics.
+    lease_time: float = 10.0
+    redis: str | None = None
+    metrics_port: int | None = None
+    metrics_per_table: bool = True
+
+
+def setting_name(attribute: str) -> str:
+    """``"send_queue"`` -> ``"CHANGEFLOW_SEND_QUEUE"``."""
+    return PREFIX + attribute.upper()
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting's name (``CHANGEFLOW_*``) and default value (a fresh copy)."""
+    return {setting_name(f.name): _default(f) for f in dataclasses.fields(ChangeflowSettings)}
 
 
 def get_settings() -> ChangeflowSettings:
     """The current settings, defaults filled in."""
-    values = {
-        name.lower(): getattr(django_settings, f"CHANGEFLOW_{name}", default)
-        for name, default in DEFAULTS.items()
-    }
+    values = {}
+    for f in dataclasses.fields(ChangeflowSettings):
+        value = getattr(django_settings, setting_name(f.name), dataclasses.MISSING)
+        values[f.name] = _default(f) if value is dataclasses.MISSING else value
     return ChangeflowSettings(**values)
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 from asgiref.sync import sync_to_async
 from django.utils.module_loading import import_string
 
+from .conf import get_settings
+
 
 class Policy(Protocol):
     def can_subscribe(self, user: Any, stream: str) -> Any: ...
@@ -83,9 +85,7 @@ class RulesPolicy:
 
     def __init__(self, rules: dict[str, Any] | None = None) -> None:
         if rules is None:
-            from django.conf import settings
-
-            rules = getattr(settings, "CHANGEFLOW_RULES", {})
+            rules = get_settings().rules
         self.rules = rules
         self._cache: dict[tuple[Any, str], bool] = {}
 

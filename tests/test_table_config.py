@@ -6,13 +6,20 @@ import pytest
 from django.core.checks import Error
 from django.test import override_settings
 
-from changeflow_channels.tables.checks import check_tables
+from changeflow_channels.checks import check_settings
 from changeflow_channels.tables.config import (
     IndexSpec,
     Retention,
     TableConfigError,
     parse_tables,
 )
+
+TABLE_IDS = {f"changeflow_channels.E01{n}" for n in range(7)}  # TABLES, CLEAN_EVERY
+
+
+def check_tables():
+    return [m for m in check_settings() if m.id in TABLE_IDS]
+
 
 GOOD = {
     "testdb.testtable": {
