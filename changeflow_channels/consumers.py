@@ -23,9 +23,9 @@ from .pushes import (
 )
 from .redis_layer import ResilientChannelMixin
 from .sync import SyncError, parse_since
+from .web.delivery import DeliveryMixin, LocalEvents
 from .web.filters import FilterError, parse_filter
 from .web.limits import TokenBucket
-from .web.ordered_delivery import OrderedDeliveryMixin, Subscription
 from .web.protocol import (
     BAD_REQUEST,
     FORBIDDEN,
@@ -38,8 +38,9 @@ from .web.protocol import (
     error_frame,
     parse_frame,
 )
+from .web.subscriptions import Subscription
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 # A client whose frames keep being refused (beyond this rate) is closed with CLOSE_ABUSE.
 ERRORS_PER_SECOND = 5.0
@@ -47,6 +48,8 @@ ERROR_BURST = 50.0
 CLOSE_ABUSE = 4008
 # A client that reads slower than its frames come (CHANGEFLOW_SEND_QUEUE frames behind).
 CLOSE_TOO_SLOW = 4009
+# The consumer's own event: re-check its subscriptions' permissions.
+RECHECK = {"type": "changeflow.recheck"}
 
 
 def check_sub_name(name: Any, request_id: Any) -> Any:
@@ -63,10 +66,13 @@ def check_sub_name(name: Any, request_id: Any) -> Any:
     return name
 
 
-class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebsocketConsumer):
+class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketConsumer):
     """Speaks the browser protocol: subscribe, unsubscribe and push by ``db.table``.
 
-    Delivery (positions, gaps, snapshots, resync) is ``OrderedDeliveryMixin``'s."""
+    Delivery (positions, gaps, snapshots, resync) is ``web.subscriptions``' rules,
+    performed by ``DeliveryMixin``. Everything that touches subscriptions runs in
+    ``dispatch``, one message at a time: timers (sync timeouts, permission
+    re-checks) come back as events through it (``LocalEvents``)."""
 
     async def connect(self) -> None:
         self.settings = get_settings()
@@ -74,7 +80,7 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         rate = self.settings.push_rate
         self.push_bucket = TokenBucket(rate=rate, burst=max(1.0, 2 * rate))
         self.error_bucket = TokenBucket(rate=ERRORS_PER_SECOND, burst=ERROR_BURST)
-        self.rechecks = asyncio.ensure_future(self._recheck_forever())
+        self.events.later(self.settings.recheck_every, RECHECK)
         metrics.WEBSOCKET_CLIENTS.inc()
         # Frames wait here for the server to take them. A client that cannot keep
         # up fills it and is disconnected, instead of making memory grow.
@@ -87,11 +93,13 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         await self.accept()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.events = LocalEvents(receive)
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, self.events, send)
         finally:
             # However the consumer ends (a clean disconnect, an error, a cancel):
-            # its tasks stop, its gauges come down, its groups are left.
+            # its tasks and timers stop, its gauges come down, its groups are left.
+            self.events.close()
             await self._clean_up()
 
     async def disconnect(self, code: int) -> None:
@@ -101,22 +109,21 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         if getattr(self, "cleaned_up", False):
             return
         self.cleaned_up = True
-        if hasattr(self, "rechecks"):
+        if hasattr(self, "writer"):
             metrics.WEBSOCKET_CLIENTS.dec()
-            self.rechecks.cancel()
             self.writer.cancel()
         for key in list(getattr(self, "subscriptions", {})):
             await self._leave(key)
 
-    async def _recheck_forever(self) -> None:
+    async def changeflow_recheck(self, message: dict[str, Any]) -> None:
         """Subscriptions end within CHANGEFLOW_RECHECK_EVERY seconds of a logout or
         a lost permission: the user is loaded afresh and the policy asked again."""
-        while True:
-            await asyncio.sleep(self.settings.recheck_every)
-            try:
-                await self.recheck()
-            except Exception:
-                logger.exception("permission re-check failed; keeping the subscriptions")
+        try:
+            await self.recheck()
+        except Exception:
+            logger.exception("permission re-check failed; keeping the subscriptions")
+        finally:
+            self.events.later(self.settings.recheck_every, RECHECK)
 
     async def recheck(self) -> None:
         self.scope["user"] = await fresh_user(self.scope)
@@ -129,8 +136,7 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
                 message = (
                     f"your subscription to {sub.stream} has ended: logged out or permission revoked"
                 )
-                # Through _out: behind the changes of a batch being handled right now.
-                await self._out(sub.tag(error_frame(FORBIDDEN, message)))
+                await self.send_frame(sub.tag(error_frame(FORBIDDEN, message)))
 
     @property
     def user(self) -> Any:
@@ -235,15 +241,12 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
             name=name,
             filter=row_filter,
             snapshot=bool(frame.get("snapshot")),
+            sync_timeout=self.settings.sync_timeout,
         )
         self.subscriptions[key] = sub
         metrics.SUBSCRIPTIONS.inc()
         await self.send_frame(sub.tag({"event": "subscribed", "stream": stream, "id": request_id}))
-        if since is not None:
-            sub.epoch, sub.seq = since
-            await self._request_sync(sub, since=since)
-        elif sub.snapshot:
-            await self._request_sync(sub, since=None)
+        await self.perform(sub, sub.start(since), [])  # a sync request, if any
 
     async def _unsubscribe(self, frame: dict[str, Any]) -> None:
         stream, request_id = frame["stream"], frame.get("id")
@@ -265,7 +268,6 @@ class ChangeflowConsumer(ResilientChannelMixin, OrderedDeliveryMixin, AsyncWebso
         sub = self.subscriptions.pop(key, None)
         if sub is not None:
             metrics.SUBSCRIPTIONS.dec()
-            self.forget(sub)
         stream = key[0]
         if self.subscriptions_of(stream):
             return  # another subscription still needs the group

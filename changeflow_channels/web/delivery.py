@@ -1,0 +1,349 @@
+"""The consumer's side of ordered delivery: it performs what subscriptions decide.
+
+Each subscription's rules (positions, gaps, resync, sync requests and their
+timeouts) are ``subscriptions.Subscription``'s, as plain code. Here are the
+``changeflow.*`` handlers of ``ChangeflowConsumer`` that feed it events and do
+what its actions say: row rules and filters, frames (each change's encoded once
+per process), sync requests, and timers. A timer only puts an event into the
+consumer's own queue (``LocalEvents``): it reaches ``dispatch`` like any
+message, so nothing changes a subscription while another message is handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.consumer import get_handler_name
+
+from ..changes import BATCH_TYPE, CHANGE_TYPE
+from ..permissions import RowRuleError, apply_row_rule, has_row_rule
+from ..sync import SYNC_TYPE, sync_channel
+from .filters import seen_through
+from .protocol import UNAVAILABLE, batch_text, change_frame, encode, error_frame
+from .subscriptions import (
+    Action,
+    Deliver,
+    RequestSync,
+    Resync,
+    RetrySyncLater,
+    Snapshot,
+    Subscription,
+    TimeOutLater,
+)
+
+logger = logging.getLogger(__name__)
+
+LIVE_TYPES = (CHANGE_TYPE, BATCH_TYPE)
+# The consumer's own events (timers), through its dispatch.
+SYNC_RETRY_TYPE = "changeflow.sync.retry"
+SYNC_TIMEOUT_TYPE = "changeflow.sync.timeout"
+# A change message's frame, encoded by the first consumer of this process that sends it.
+ENCODED = "_changeflow_frame"
+# The same for a batch message's whole ``batch`` frame, when sent whole.
+ENCODED_BATCH = "_changeflow_frames"
+
+# Frames on their way to the client: (JSON text, read_at of a live change).
+Frames = list[tuple[str, float | None]]
+
+
+def _everything(document: Any) -> bool:
+    return True
+
+
+_ENDED = object()  # a row rule failed: the subscription has ended
+
+
+class LocalEvents:
+    """An ASGI ``receive`` that also hands out the consumer's own events.
+
+    Passed to the consumer's ``__call__`` instead of the server's ``receive``:
+    what ``put`` (or a timer of ``later``) queues then reaches ``dispatch`` like
+    a message, one at a time with every other. The server's ``receive`` is never
+    cancelled midway: its pending call is kept for the next turn."""
+
+    def __init__(self, receive: Callable[[], Awaitable[Any]]) -> None:
+        self.receive = receive
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.timers: set[asyncio.TimerHandle] = set()
+        self._next: asyncio.Future[Any] | None = None
+
+    def put(self, event: dict[str, Any]) -> None:
+        self.events.put_nowait(event)
+
+    def later(self, delay: float, event: dict[str, Any]) -> None:
+        """Put ``event`` after ``delay`` seconds (unless closed first)."""
+        handle: asyncio.TimerHandle
+
+        def fire() -> None:
+            self.timers.discard(handle)
+            self.put(event)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self.timers.add(handle)
+
+    async def __call__(self) -> Any:
+        if not self.events.empty():
+            return self.events.get_nowait()
+        if self._next is None:
+            self._next = asyncio.ensure_future(self.receive())
+        event = asyncio.ensure_future(self.events.get())
+        try:
+            await asyncio.wait((self._next, event), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            event.cancel()
+        if event.done() and not event.cancelled():
+            return event.result()
+        received, self._next = self._next, None
+        return received.result()
+
+    def close(self) -> None:
+        for handle in self.timers:
+            handle.cancel()
+        self.timers.clear()
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+
+
+class DeliveryMixin:
+    """The ``changeflow.change`` / ``changeflow.batch`` / ``changeflow.sync.*`` /
+    ``changeflow.layer_recovered`` handlers of ``ChangeflowConsumer``. Needs
+    ``send_frame``, ``_leave``, ``channel_layer``, ``channel_name``, ``settings``,
+    ``policy``, ``user``, ``events`` (``LocalEvents``) and
+    ``subscriptions: dict[tuple[stream, name], Subscription]``."""
+
+    subscriptions: dict[tuple[str, Any], Subscription]
+    channel_layer: Any
+    channel_name: str
+    settings: Any
+    policy: Any
+    user: Any
+    events: LocalEvents
+
+    send_frame: Callable[..., Awaitable[None]]  # the consumer's: (frame, read_at=None)
+    _leave: Callable[[tuple[str, Any]], Awaitable[None]]  # ends a subscription
+
+    def subscriptions_of(self, stream: str) -> list[Subscription]:
+        return [sub for sub in self.subscriptions.values() if sub.stream == stream]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Changes skip Channels' ``close_old_connections`` before each message (a
+        hop to the one sync thread per message and client: what made fan-out slow),
+        unless the policy's row rule, which may use the database, is asked."""
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind.startswith("changeflow."):
+            await super().dispatch(message)  # type: ignore[misc]
+            return
+        try:
+            policy = getattr(self, "policy", None)
+            if kind in LIVE_TYPES and policy is not None and not has_row_rule(policy):
+                await getattr(self, get_handler_name(message))(message)
+            else:
+                await super().dispatch(message)  # type: ignore[misc]
+        except Exception:
+            # A bug must not close the connection: positions are per change, so a
+            # change skipped here is a gap the next one finds (and heals or resyncs).
+            logger.exception("delivering a %r message failed; the connection stays open", kind)
+
+    # -- events ------------------------------------------------------------------
+
+    async def changeflow_change(self, message: dict[str, Any]) -> None:
+        frames: Frames = []
+        try:
+            for sub in self.subscriptions_of(f"{message['database']}.{message['table']}"):
+                await self.perform(sub, sub.offer(message), frames)
+        finally:
+            for text, read_at in frames:
+                await self.send_frame(text, read_at)
+
+    async def changeflow_batch(self, message: dict[str, Any]) -> None:
+        """The frames of a batch go to the client as one ``batch`` frame, in order."""
+        if await self._send_whole_batch(message):
+            return
+        frames: Frames = []
+        try:
+            for change in message["changes"]:
+                for sub in self.subscriptions_of(f"{change['database']}.{change['table']}"):
+                    await self.perform(sub, sub.offer(change), frames)
+        finally:  # on a failure, what was delivered before it
+            if len(frames) == 1:
+                await self.send_frame(*frames[0])
+            elif frames:
+                read_at = next((at for _, at in frames if at is not None), None)
+                events = ",".join(text for text, _ in frames)
+                await self.send_frame(batch_text(f"[{events}]"), read_at)
+
+    async def _send_whole_batch(self, message: dict[str, Any]) -> bool:
+        """The common case, without a step per change: one plain subscription (no
+        ``sub``, no filter, no row rule) that the batch continues exactly. Its
+        ``batch`` frame is encoded once per process, for every client."""
+        changes = message["changes"]
+        subs = self.subscriptions_of(f"{message['database']}.{message['table']}")
+        if len(subs) != 1:
+            return False
+        sub = subs[0]
+        if (
+            sub.name is not None
+            or sub.filter is not None
+            or has_row_rule(self.policy)
+            or not sub.take_batch(changes)
+        ):
+            return False
+        text = message.get(ENCODED_BATCH)
+        if text is None:
+            frames = encode([change_frame(change) for change in changes])
+            text = message[ENCODED_BATCH] = batch_text(frames)
+        await self.send_frame(text, changes[0].get("read_at"))
+        return True
+
+    async def changeflow_sync_result(self, message: dict[str, Any]) -> None:
+        await self._answer(message.get("id"), lambda sub: sub.sync_answered(message))
+
+    async def changeflow_sync_retry(self, message: dict[str, Any]) -> None:
+        await self._answer(message.get("id"), lambda sub: sub.retry_due(message["id"]))
+
+    async def changeflow_sync_timeout(self, message: dict[str, Any]) -> None:
+        await self._answer(message.get("id"), lambda sub: sub.timed_out(message["id"]))
+
+    async def _answer(self, request_id: Any, event: Callable[[Subscription], list[Action]]) -> None:
+        """An event of the subscription whose sync request is ``request_id``."""
+        sub = next((s for s in self.subscriptions.values() if s.pending == request_id), None)
+        if sub is None or request_id is None:
+            return  # about an older request, or a subscription gone since
+        frames: Frames = []
+        try:
+            await self.perform(sub, event(sub), frames)
+        finally:
+            for text, read_at in frames:
+                await self.send_frame(text, read_at)
+
+    async def changeflow_layer_recovered(self, message: dict[str, Any]) -> None:
+        """The channel layer came back (Redis restarted): our group memberships
+        and any change sent meanwhile are gone. Rejoin, then ask what we missed."""
+        for stream in {sub.stream for sub in self.subscriptions.values()}:
+            try:
+                await self.channel_layer.group_add(stream, self.channel_name)
+            except Exception as error:
+                logger.warning("could not rejoin %s: %r", stream, error)
+        for sub in list(self.subscriptions.values()):
+            await self.perform(sub, sub.layer_recovered(), [])
+
+    # -- actions -----------------------------------------------------------------
+
+    async def perform(self, sub: Subscription, actions: list[Action], frames: Frames) -> None:
+        """Do what ``sub`` decided; its frames are added to ``frames``, for the
+        caller to send. Stops when the subscription ends meanwhile (a row rule
+        failed: nothing else can end it, all that does runs in ``dispatch``)."""
+        for action in actions:
+            if isinstance(action, Deliver):
+                message = action.message
+                change = message["change"]
+                if has_row_rule(self.policy):
+                    change = await self._row_rule(sub, change, frames)
+                    if change is _ENDED:
+                        return
+                elif sub.filter is not None:
+                    change = seen_through(change, sub.filter.matches)
+                if change is not None:
+                    frames.append(self._change_text(sub, message, change, action.live))
+            elif isinstance(action, Resync):
+                frame = {"event": "resync", "stream": sub.stream, "reason": action.reason}
+                frames.append((encode(sub.tag(frame)), None))
+            elif isinstance(action, Snapshot):
+                if not await self._send_snapshot(sub, action, frames):
+                    return
+            elif isinstance(action, RequestSync):
+                await self._send_sync(sub, action)
+            elif isinstance(action, RetrySyncLater):
+                self.events.later(action.delay, {"type": SYNC_RETRY_TYPE, "id": action.request_id})
+            elif isinstance(action, TimeOutLater):
+                event = {"type": SYNC_TIMEOUT_TYPE, "id": action.request_id}
+                self.events.later(action.delay, event)
+
+    async def _row_rule(self, sub: Subscription, change: dict[str, Any], frames: Frames) -> Any:
+        """The change as the policy's row rule and the subscription's filter let
+        this client see it: None when hidden, ``_ENDED`` when the rule failed."""
+        try:
+            seen = await apply_row_rule(self.policy, self.user, sub.stream, change)
+        except RowRuleError as error:
+            await self._row_rule_failed(sub, error, frames)
+            return _ENDED
+        if seen is None:
+            return None
+        return seen_through(seen, sub.filter.matches if sub.filter else _everything)
+
+    @staticmethod
+    def _change_text(
+        sub: Subscription, message: dict[str, Any], change: dict[str, Any], live: bool
+    ) -> tuple[str, float | None]:
+        """A change frame (as ``sub`` sees ``change``): its text, and the time its
+        message was read off the feed (replayed, not ``live``: out of the send lag
+        metric)."""
+        read_at = message.get("read_at") if live else None
+        if change is not message["change"]:
+            text = encode(sub.tag(change_frame({**message, "change": change})))
+        elif sub.name is None:
+            # The same text for every client of this process: encoded once.
+            cached = message.get(ENCODED)
+            if cached is None:
+                cached = message[ENCODED] = encode(change_frame(message))
+            text = cached
+        else:
+            text = encode(sub.tag(change_frame(message)))
+        return text, read_at
+
+    async def _send_snapshot(self, sub: Subscription, snapshot: Snapshot, frames: Frames) -> bool:
+        """The snapshot as this subscription sees it (False: its row rule failed)."""
+        visible = []
+        try:
+            for document in snapshot.documents:
+                initial = {"type": "initial", "old_val": None, "new_val": document}
+                change = await apply_row_rule(self.policy, self.user, sub.stream, initial)
+                if change is None or change.get("new_val") is None:
+                    continue
+                if sub.filter is None or sub.filter.matches(change["new_val"]):
+                    visible.append(change["new_val"])
+        except RowRuleError as error:
+            await self._row_rule_failed(sub, error, frames)
+            return False
+        frame = {
+            "event": "snapshot",
+            "stream": sub.stream,
+            "documents": visible,
+            "truncated": snapshot.truncated,
+            "epoch": snapshot.epoch,
+            "seq": snapshot.seq,
+        }
+        frames.append((encode(sub.tag(frame)), None))
+        return True
+
+    async def _row_rule_failed(
+        self, sub: Subscription, error: RowRuleError, frames: Frames
+    ) -> None:
+        """Nothing of the stream may be shown when the rule cannot say what: the
+        subscription ends, and the client is told (after what it already got)."""
+        logger.error("row rule failed on %s; ending the subscription: %s", sub.stream, error)
+        await self._leave(sub.key)
+        message = (
+            f"your subscription to {sub.stream} has ended: the server could not check your rows"
+        )
+        frames.append((encode(sub.tag(error_frame(UNAVAILABLE, message))), None))
+
+    async def _send_sync(self, sub: Subscription, request: RequestSync) -> None:
+        since = request.since
+        message = {
+            "type": SYNC_TYPE,
+            "database": sub.database,
+            "table": sub.table,
+            "reply_channel": self.channel_name,
+            "id": request.request_id,
+            "since": None if since is None else {"epoch": since[0], "seq": since[1]},
+            "snapshot": request.snapshot,
+        }
+        try:
+            await self.channel_layer.send(sync_channel(self.settings.channel), message)
+        except Exception as error:
+            logger.warning("sync request for %s not sent: %r", sub.stream, error)

@@ -1,0 +1,299 @@
+"""One subscription's delivery rules, as plain code: events in, actions out.
+
+A subscription tracks the ``(epoch, seq)`` of the last change its client got. A
+change that is next in line is delivered; one already delivered is dropped; one
+that skips ahead (the channel layer dropped messages) is held while the missing
+changes are asked from the worker (``changeflow.sync``). What cannot be filled
+or continued (a new epoch, a history that no longer reaches back, a worker that
+does not answer) is announced as ``resync``, with a fresh snapshot when the
+subscription asked for snapshots.
+
+Nothing here does I/O, starts a task or a timer: each event method returns the
+actions the consumer performs, in order (``web/delivery.py``). A timer the
+consumer starts for ``RetrySyncLater`` or ``TimeOutLater`` comes back as
+``retry_due`` or ``timed_out``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .filters import Filter
+
+logger = logging.getLogger(__name__)
+
+# A sync the worker says it cannot answer yet is asked again after this long.
+SYNC_RETRY = 0.5
+# An unanswered sync request is sent again this often (until its timeout).
+SYNC_RESEND = 2.0
+# Changes held while waiting for a sync answer; beyond it the subscription resyncs.
+MAX_HELD = 10_000
+
+Position = tuple[str | None, int]
+
+
+@dataclass(slots=True)
+class Deliver:
+    """Send this change message as the subscription sees it (row rule, filter).
+    A replayed change (not ``live``) stays out of the send lag metric."""
+
+    message: dict[str, Any]
+    live: bool = True
+
+
+@dataclass(slots=True)
+class Resync:
+    """Tell the client what it holds may miss changes (``reason``)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Send the table's documents (as the subscription sees them), exactly at
+    ``(epoch, seq)``."""
+
+    documents: list[dict[str, Any]]
+    truncated: bool
+    epoch: str | None
+    seq: int
+
+
+@dataclass(slots=True)
+class RequestSync:
+    """Send the sync request ``request_id`` to the worker (again, when resent)."""
+
+    request_id: str
+    since: Position | None
+    snapshot: bool
+
+
+@dataclass(slots=True)
+class RetrySyncLater:
+    """After ``delay`` seconds, call ``retry_due(request_id)``."""
+
+    request_id: str
+    delay: float
+
+
+@dataclass(slots=True)
+class TimeOutLater:
+    """After ``delay`` seconds, call ``timed_out(request_id)``."""
+
+    request_id: str
+    delay: float
+
+
+Action = Deliver | Resync | Snapshot | RequestSync | RetrySyncLater | TimeOutLater
+
+
+@dataclass(eq=False)
+class Subscription:
+    stream: str
+    database: str
+    table: str
+    name: Any = None  # the client's "sub": several subscriptions to one stream
+    filter: Filter | None = None
+    snapshot: bool = False
+    sync_timeout: float = 10.0  # seconds a sync request waits for its answer
+    epoch: str | None = None
+    seq: int | None = None  # None: nothing delivered yet, the first change sets the position
+    pending: str | None = None  # id of the sync request in flight
+    since: Position | None = None  # what that request resumes from
+    held: list[dict[str, Any]] = field(default_factory=list)
+    given_up: bool = False  # held changes were dropped (MAX_HELD): resync when settled
+
+    @property
+    def key(self) -> tuple[str, Any]:
+        return (self.stream, self.name)
+
+    def tag(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """A frame of this subscription (named ones carry their ``sub``)."""
+        if self.name is not None:
+            frame["sub"] = self.name
+        return frame
+
+    # -- events ------------------------------------------------------------------
+
+    def start(self, since: Position | None = None) -> list[Action]:
+        """Just subscribed: resume after ``since``, or take a snapshot first."""
+        actions: list[Action] = []
+        if since is not None:
+            self.epoch, self.seq = since
+            self._request(since, actions)
+        elif self.snapshot:
+            self._request(None, actions)
+        return actions
+
+    def offer(self, message: dict[str, Any]) -> list[Action]:
+        """A change message of the stream, from the channel layer."""
+        seq = message["seq"]
+        if (  # the common case first: next in line
+            self.pending is None
+            and self.seq is not None
+            and seq == self.seq + 1
+            and message["epoch"] == self.epoch
+        ):
+            self.seq = seq
+            return [Deliver(message)]
+        actions: list[Action] = []
+        self._offer(message, actions)
+        return actions
+
+    def take_batch(self, changes: list[dict[str, Any]]) -> bool:
+        """Whether a batch continues this subscription exactly (one epoch,
+        consecutive, right after its position, no sync pending): then all of it
+        is delivered as it is, and the position moves past it. Otherwise nothing
+        changes, and each change is to be ``offer``-ed."""
+        first, last = changes[0], changes[-1]
+        if (
+            self.pending is not None
+            or first["epoch"] != last["epoch"]
+            or last["seq"] - first["seq"] != len(changes) - 1
+            or (
+                self.seq is not None
+                and (self.epoch != first["epoch"] or first["seq"] != self.seq + 1)
+            )
+        ):
+            return False
+        self.epoch, self.seq = last["epoch"], last["seq"]
+        return True
+
+    def sync_answered(self, message: dict[str, Any]) -> list[Action]:
+        """The worker's ``changeflow.sync.result`` (ignored unless it answers the
+        request in flight)."""
+        if self.pending is None or message.get("id") != self.pending:
+            return []  # an answer to an older request
+        if message.get("resync") == "unavailable":
+            return self.sync_unavailable()
+        self.pending = None
+        actions: list[Action] = []
+        if message.get("resync"):
+            actions.append(Resync(message["resync"]))
+        snapshot = message.get("snapshot")
+        if snapshot is not None:
+            self.epoch, self.seq = message["epoch"], message["seq"]
+            actions.append(
+                Snapshot(
+                    snapshot["documents"], snapshot["truncated"], message["epoch"], message["seq"]
+                )
+            )
+        elif message.get("changes") is not None:
+            for change in message["changes"]:
+                if self.seq is None or change["seq"] > self.seq:
+                    self.epoch, self.seq = change["epoch"], change["seq"]
+                    actions.append(Deliver(change, live=False))
+            self.epoch, self.seq = message["epoch"], message["seq"]
+        else:
+            self.epoch, self.seq = message["epoch"], message["seq"]
+        self._release_held(actions)
+        return actions
+
+    def sync_unavailable(self) -> list[Action]:
+        """The worker cannot answer yet (the feed is restarting): ask again
+        shortly, still holding changes."""
+        if self.pending is None:
+            return []
+        return [RetrySyncLater(self.pending, SYNC_RETRY)]
+
+    def retry_due(self, request_id: str) -> list[Action]:
+        """Time to send the request again (when it is still unanswered)."""
+        if self.pending is None or request_id != self.pending:
+            return []
+        return [RequestSync(self.pending, self.since, self.snapshot)]
+
+    def timed_out(self, request_id: str) -> list[Action]:
+        """The worker did not answer in time: say so. A snapshot subscription
+        keeps asking for its snapshot (a resync is always followed by one); a
+        plain one goes on from the changes held."""
+        if self.pending is None or request_id != self.pending:
+            return []
+        logger.warning("no sync answer for %s within %g s", self.stream, self.sync_timeout)
+        self.pending = None
+        self.given_up = False
+        actions: list[Action] = [Resync("unavailable")]
+        self.epoch, self.seq = None, None  # the next change (or snapshot) sets the position
+        if self.snapshot:
+            self._request(None, actions)
+            return actions
+        self._release_held(actions)
+        return actions
+
+    def layer_recovered(self) -> list[Action]:
+        """The channel layer came back: changes sent meanwhile are lost. Ask
+        what was missed (unless a request is in flight already)."""
+        actions: list[Action] = []
+        if self.pending is None and self.seq is not None:
+            self._request((self.epoch, self.seq), actions)
+        elif self.pending is None and self.snapshot:
+            self._request(None, actions)
+        return actions
+
+    # -- the rules ---------------------------------------------------------------
+
+    def _offer(self, message: dict[str, Any], actions: list[Action]) -> None:
+        if self.pending is not None:
+            if len(self.held) >= MAX_HELD:
+                self.held.clear()
+                self.given_up = True  # announced when the answer (or the timeout) comes
+            else:
+                self.held.append(message)
+            return
+        epoch, seq = message["epoch"], message["seq"]
+        if self.seq is None:
+            self.epoch, self.seq = epoch, seq  # a plain subscription starts where it joins
+        elif epoch != self.epoch:
+            if self.epoch is None and self.seq == 0 and seq == 1:
+                self.epoch, self.seq = epoch, seq  # the table appeared: its very first change
+            elif self.epoch is None and self.seq == 0:
+                self.held.append(message)  # appeared, but we missed its first changes
+                self._request((epoch, 0), actions)
+                return
+            else:
+                self._new_epoch(message, actions)
+                return
+        elif seq <= self.seq:
+            return  # already delivered
+        elif seq == self.seq + 1:
+            self.seq = seq
+        else:
+            self.held.append(message)  # a gap: fill it first
+            self._request((self.epoch, self.seq), actions)
+            return
+        actions.append(Deliver(message))
+
+    def _new_epoch(self, message: dict[str, Any], actions: list[Action]) -> None:
+        """The feed restarted: what the client holds may miss changes."""
+        actions.append(Resync("epoch_changed"))
+        if self.snapshot:
+            self.held.append(message)
+            self._request(None, actions)
+            return
+        self.epoch, self.seq = message["epoch"], message["seq"]
+        actions.append(Deliver(message))
+
+    def _release_held(self, actions: list[Action]) -> None:
+        if self.given_up:
+            self.given_up = False
+            actions.append(Resync("history_exceeded"))
+            if self.snapshot:
+                self._request(None, actions)
+                return
+        held, self.held = self.held, []
+        for index, message in enumerate(held):
+            if self.pending is not None:  # a new gap: keep the rest for later
+                self.held.extend(held[index:])
+                return
+            self._offer(message, actions)
+
+    def _request(self, since: Position | None, actions: list[Action]) -> None:
+        self.pending = request_id = uuid.uuid4().hex
+        self.since = since
+        actions.append(RequestSync(request_id, since, self.snapshot))
+        actions.append(TimeOutLater(request_id, self.sync_timeout))
+        # A request (or its answer) can be lost on a full channel: ask again meanwhile.
+        for resend in range(1, int(self.sync_timeout / SYNC_RESEND)):
+            actions.append(RetrySyncLater(request_id, resend * SYNC_RESEND))
