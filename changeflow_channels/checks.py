@@ -141,24 +141,24 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 # attribute: (id, kind, what it is)
 PLAIN: dict[str, tuple[str, str, str]] = {
-    "verbose": ("E028", "bool", "log every change and push at INFO"),
-    "handler_timeout": ("E029", "seconds", "how long one hook call may take"),
-    "push_timeout": ("E030", "seconds", "how long a push is retried while RethinkDB is away"),
-    "history": ("E031", "count0", "changes kept per table to fill gaps (0: none, always resync)"),
-    "snapshot_limit": ("E032", "count", "documents of a table kept for exact snapshots"),
-    "recheck_every": ("E034", "seconds", "time between permission re-checks"),
+    "verbose": ("E028", "bool", "whether every change and push is logged at INFO"),
+    "handler_timeout": ("E029", "seconds", "the seconds one hook call may take"),
+    "push_timeout": ("E030", "seconds", "the seconds a push is retried while RethinkDB is away"),
+    "history": ("E031", "count0", "the changes kept per table to fill gaps (0: none)"),
+    "snapshot_limit": ("E032", "count", "the largest table kept in memory for exact snapshots"),
+    "recheck_every": ("E034", "seconds", "the seconds between permission re-checks"),
     "max_frame_bytes": ("E036", "count", "the largest frame a client may send, in bytes"),
-    "max_subscriptions": ("E037", "count", "subscriptions per connection"),
-    "push_rate": ("E038", "positive", "pushes per second per connection"),
+    "max_subscriptions": ("E037", "count", "the most subscriptions per connection"),
+    "push_rate": ("E038", "positive", "the pushes per second a connection may make"),
     "max_document_bytes": ("E039", "count", "the largest pushed data, in bytes of JSON"),
-    "send_queue": ("E040", "count", "frames waiting for a slow client before it is closed"),
-    "send_queue_bytes": ("E041", "count", "bytes waiting for a slow client before it is closed"),
-    "batch_size": ("E042", "count", "changes of a table in one batch message"),
+    "send_queue": ("E040", "count", "the most frames waiting for a slow client"),
+    "send_queue_bytes": ("E041", "count", "the most bytes waiting for a slow client"),
+    "batch_size": ("E042", "count", "the most changes of a table in one batch message"),
     "batch_bytes": ("E043", "count", "about the largest batch message, in bytes"),
-    "sync_timeout": ("E044", "seconds", "how long a consumer waits for the worker's sync answer"),
-    "metrics_per_table": ("E045", "bool", "a stream label per table on the change counters"),
-    "clean_every": ("E016", "seconds", "time between two autoclean rounds"),
-    "lease_time": ("E006", "seconds", "how long a worker's lease on a table lasts"),
+    "sync_timeout": ("E044", "seconds", "the seconds a consumer waits for a sync answer"),
+    "metrics_per_table": ("E045", "bool", "whether each table has its own metrics label"),
+    "clean_every": ("E016", "seconds", "the seconds between two autoclean rounds"),
+    "lease_time": ("E006", "seconds", "the seconds a worker's lease on a table lasts"),
 }
 
 
@@ -177,7 +177,7 @@ def _check_plain(conf: ChangeflowSettings) -> Messages:
                 _error(
                     code,
                     f"{name} must be {KINDS[kind][1]}, not {value!r}.",
-                    f"It is {meaning}; the default is {all_defaults[name]!r}.",
+                    f"{name} is {meaning}; the default is {all_defaults[name]!r}.",
                 )
             )
     return messages
@@ -204,9 +204,10 @@ def _not_a_list(name: str, value: Any, code: str, of: str, example: str) -> Mess
     """One error for a setting that must be a list (a string is not one: no error per character)."""
     if isinstance(value, list | tuple):
         return []
-    return [
-        _error(code, f"{name} must be a list of {of}, not {value!r}.", f"For example {example}.")
-    ]
+    hint = (
+        f"Put it in a list: [{value!r}]." if isinstance(value, str) else f"For example {example}."
+    )
+    return [_error(code, f"{name} must be a list of {of}, not {value!r}.", hint)]
 
 
 def _check_watch(conf: ChangeflowSettings) -> Messages:

@@ -212,6 +212,7 @@ def test_a_string_for_a_list_is_one_error_not_one_per_character():
     assert ids(messages) == ["changeflow_channels.E002", "changeflow_channels.E003"]
     assert "CHANGEFLOW_WATCH must be a list of patterns, not 'shop.*'" in messages[0].msg
     assert "CHANGEFLOW_HANDLERS must be a list of module paths, not 'a.b'" in messages[1].msg
+    assert messages[1].hint == "Put it in a list: ['a.b']."
 
 
 def test_every_bad_setting_at_once_is_reported_without_a_crash():
