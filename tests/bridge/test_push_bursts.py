@@ -137,13 +137,16 @@ async def test_bad_and_duplicate_pushes_in_a_burst_get_their_own_errors(
     answers = await sender(layer, burst)
     assert [answer["id"] for answer in answers] == list(range(90))
     assert answers[30]["ok"] is False and "Duplicate primary key" in answers[30]["error"]
+    assert answers[30]["code"] == "rejected"
     assert answers[45] == {
         "type": "changeflow.push.result",
         "id": 45,
         "ok": False,
         "error": "data must be an object or a list of objects, not str",
+        "code": "invalid",
     }
     assert answers[60]["ok"] is False and "unknown op 'merge'" in answers[60]["error"]
+    assert answers[60]["code"] == "invalid"
     docs = {
         doc["id"]: doc
         for doc in await read_table(ar, rethinkdb_target.connect_kwargs(), stream_db, "t")
