@@ -32,6 +32,7 @@ chromium:
 
 test: $(VENV)/.installed-test redis-server chromium
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -p no:cacheprovider
 
 test-fast: $(VENV)/.installed-test redis-server
@@ -48,6 +49,7 @@ test-rethinkdb: $(VENV)/.installed-test redis-server chromium rethinkdb-bin
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # RETHINKDB=/path/to/rethinkdb given to make (or in the environment): against that server.
 bench: $(VENV)/.installed-bench redis-server

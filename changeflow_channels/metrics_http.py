@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.exposition import choose_encoder
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 
 class MetricsServerError(Exception):

@@ -49,7 +49,7 @@ async def apush_to_flow(
     await layer.send(get_settings().channel, message)
     if not wait:
         return None
-    result = await asyncio.wait_for(layer.receive(reply_channel), timeout)
+    result: dict[str, Any] = await asyncio.wait_for(layer.receive(reply_channel), timeout)
     if not result.get("ok"):
         raise PushFailed(result)
     return result

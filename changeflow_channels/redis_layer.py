@@ -26,7 +26,7 @@ from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
 # A group nobody is in: discarding from it is the cheapest command that needs Redis.

@@ -16,7 +16,7 @@ from rethinkdb.errors import ReqlDriverError, ReqlError
 
 from .rethinkdb_url import RethinkDBAddress
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 # Pseudo-types arrive untouched; jsonsafe.json_safe turns them into strings.

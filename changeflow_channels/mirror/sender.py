@@ -29,7 +29,7 @@ from channels.layers import get_channel_layer
 
 from ..conf import get_settings
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 SEND_TIMEOUT = 5.0
 FIRST_DELAY = 0.5

@@ -27,7 +27,7 @@ from .config import ModelFlow, load_flows
 from .sender import retry_queue
 from .serializer import document_key, serialize
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 _flows: dict[type[Model], ModelFlow] = {}
 WATCHED_SETTINGS = ("CHANGEFLOW_MODELS", "CHANGEFLOW_MODELS_DB")

@@ -34,7 +34,7 @@ from ..rethinkdb_url import RethinkDBAddress
 from .config import Retention, TableConfig, TablesConfig
 from .ddl import is_missing_error
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 BATCH = 1000
 # The earliest time RethinkDB accepts (1400-01-01T00:00:00Z) and the lowest number:

@@ -10,7 +10,7 @@ from rethinkdb.errors import ReqlOpFailedError
 
 from .config import IndexSpec, TableConfig, TablesConfig
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 
 def is_missing_error(error: Exception) -> bool:

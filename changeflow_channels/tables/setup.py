@@ -20,7 +20,7 @@ from ..rethinkdb_url import RethinkDBAddress
 from .config import TableConfig, TablesConfig
 from .ddl import create_indexes, create_table, wait_indexes
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 MAX_DELAY = 5.0
 

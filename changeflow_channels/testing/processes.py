@@ -24,14 +24,15 @@ from collections.abc import Iterator, Sequence
 
 from rethinkdb import RethinkDB
 
-logger = logging.getLogger("changeflow_channels.testing")
+logger = logging.getLogger(__name__)
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def reusable_port(taken: Sequence[int] = ()) -> int:

@@ -28,7 +28,7 @@ from .reql_results import Atom, Feed, Sequence
 from .reql_store import FEED_UNAVAILABLE, Store
 from .reql_terms import compile_and_run
 
-log = logging.getLogger("changeflow_channels.testing")
+logger = logging.getLogger(__name__)
 
 
 def _as_json(term: Any) -> Any:
@@ -68,7 +68,7 @@ class Engine:
         except RecursionError:
             raise ReqlResourceLimitError("Query too deeply nested.") from None
         except Exception as exc:  # a bug or an input the engine did not foresee
-            log.exception("ReQL test server: query failed unexpectedly: %r", term)
+            logger.exception("ReQL test server: query failed unexpectedly: %r", term)
             raise ReqlInternalError(f"ReQL test server internal error: {exc!r}") from exc
 
     def _default_db(self, global_optargs: dict[str, Any]) -> str:

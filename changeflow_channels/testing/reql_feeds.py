@@ -21,7 +21,7 @@ from .reql_errors import ReqlOpFailedError, ReqlQueryLogicError, ReqlServerError
 from .reql_eval import Ctx, SingleSel, Stream, T, as_bool, as_int, handler, kind_of
 from .reql_store import FeedSource
 
-log = logging.getLogger("changeflow_channels.testing")
+logger = logging.getLogger(__name__)
 
 Note = Response.ResponseNote
 DEFAULT_QUEUE_SIZE = 100_000
@@ -80,10 +80,10 @@ class ChangeFeed:
             else:
                 docs = [d for d in map(self._transform, self.source.scan()) if d is not None]
             for doc in docs:
-                item = {"new_val": doc}
+                initial: dict[str, Any] = {"new_val": doc}
                 if self.include_types:
-                    item["type"] = "initial"
-                item = self._apply_post(item)
+                    initial["type"] = "initial"
+                item = self._apply_post(initial)
                 if item is not None:
                     self._head.append(item)
         if self.include_states:
@@ -124,7 +124,7 @@ class ChangeFeed:
             try:
                 item = fn(item)
             except ReqlServerError as exc:
-                log.debug("changefeed transform failed, change skipped: %s", exc)
+                logger.debug("changefeed transform failed, change skipped: %s", exc)
                 return None
             if item is None:
                 return None
@@ -199,7 +199,7 @@ def changes(ctx: Ctx, args: list, opts: dict, scope: dict) -> ChangeFeed:
         opts.get("changefeed_queue_size")
         or ctx.global_opt("changefeed_queue_size", DEFAULT_QUEUE_SIZE)
     )
-    common = {
+    common: dict[str, Any] = {
         "include_initial": _flag(opts, "include_initial"),
         "include_states": _flag(opts, "include_states"),
         "include_types": _flag(opts, "include_types"),

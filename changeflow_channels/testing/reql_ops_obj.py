@@ -51,12 +51,13 @@ def lift(ctx: Ctx, target: Any, fn: Callable[[Any], Any], *, keep: bool = False)
         target.post.append((lambda item: item if fn(item) else None) if keep else fn)
         return target
     if isinstance(target, Stream):
+        step: Callable[[Any], Any] = fn
         if keep:
 
-            def step(doc: Any) -> Any:
+            def step_kept(doc: Any) -> Any:
                 return doc if fn(doc) else None
-        else:
-            step = fn
+
+            step = step_kept
         source = target
 
         def produce() -> list:

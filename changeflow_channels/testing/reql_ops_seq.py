@@ -128,7 +128,7 @@ def get_all(ctx: Ctx, args: list, opts: dict, scope: dict) -> Stream:
         index = _index_of(source, index_name)
 
         def produce() -> list:
-            out = []
+            out: list[Any] = []
             assert isinstance(source, Table)
             for key in dict.fromkeys(sort_key(k) for k in keys):
                 entry = index.entries.get(key)
@@ -206,18 +206,23 @@ def matches(doc: Any, pattern: dict) -> bool:
 def filter_(ctx: Ctx, args: list, optargs: dict, scope: dict) -> Any:
     target = ctx.ev(args[0], scope)
     pred = ctx.ev(args[1], scope)
+    test: Callable[[Any], Any]
     if isinstance(pred, Func):
         test = pred
     else:
         pattern = ctx.datum(pred)
         if isinstance(pattern, dict) and PTYPE not in pattern:
 
-            def test(doc: Any) -> Any:
+            def test_match(doc: Any) -> Any:
                 return matches(doc, pattern)
+
+            test = test_match
         else:
 
-            def test(doc: Any) -> Any:
+            def test_value(doc: Any) -> Any:
                 return pattern
+
+            test = test_value
 
     default_term = optargs.get("default", False)
 
@@ -260,13 +265,16 @@ def concat_map(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
 
 
 def _key_fn(ctx: Ctx, spec: Any) -> Callable[[Any], tuple]:
+    getter: Callable[[Any], Any]
     if isinstance(spec, Func):
         getter = spec
     else:
         name = as_str(ctx.datum(spec))
 
-        def getter(doc: Any) -> Any:
+        def field(doc: Any) -> Any:
             return field_of(doc, name)
+
+        getter = field
 
     def key(doc: Any) -> tuple:
         try:

@@ -48,7 +48,7 @@ from .reql_protocol import (
 )
 from .reql_results import Atom, Feed, Sequence
 
-logger = logging.getLogger("changeflow_channels.testing")
+logger = logging.getLogger(__name__)
 
 QueryType = Query.QueryType
 ResponseType = Response.ResponseType

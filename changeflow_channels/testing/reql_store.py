@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from .reql_datum import sort_key
 from .reql_errors import ReqlOpFailedError, ReqlQueryLogicError
 
-log = logging.getLogger("changeflow_channels.testing")
+logger = logging.getLogger(__name__)
 
 SYSTEM_DB = "rethinkdb"
 # What the real 2.4 server says when a feed's table goes away (ReqlOpFailedError).
@@ -374,7 +374,7 @@ class Store:
         self._system_change("table_status", table.status_row(), None)
         return row
 
-    def change_indexes(self, table: Table, change: Callable[[], None]) -> None:
+    def change_indexes(self, table: Table, change: Callable[[], object]) -> None:
         """Run an index change and report it on ``table_config`` feeds."""
         old = table.config_row()
         change()

@@ -12,7 +12,7 @@ from rethinkdb import RethinkDB
 from ..rethink import close_quietly, close_soon, connect, is_connection_error, keepalive
 from ..rethinkdb_url import RethinkDBAddress
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 # (database, table, primary_key, appeared_while_watching)
 TableAdded = Callable[[str, str, str, bool], None]

@@ -25,7 +25,7 @@ from ..rethink import (
 from ..rethinkdb_url import RethinkDBAddress
 from .table_state import TableState
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 # A changeflow.change message -> awaited before the next change is read
 ChangeSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -172,6 +172,7 @@ class TableFeed:
                 continue
             change = build_change(item, initial_as_add=self.announce_initial)
             state = self.state
+            assert state.epoch is not None  # set by _follow before reading
             message = change_message(self.database, self.table, change, state.epoch, state.seq + 1)
             self.metrics.read(message)
             state.record(message)

@@ -35,7 +35,7 @@ from .table_sharing import TableSharing
 from .table_state import sync_answer
 from .watch import WatchPatterns
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 READY_TIMEOUT = 30.0
 # How long a sync request waits for a (re)starting feed to load its documents.
@@ -157,8 +157,9 @@ class Flow:
                 return False
             opened = [asyncio.ensure_future(feed.ready.wait()) for feed, _ in waiting]
             ended = [task for _, task in waiting]
+            either: list[asyncio.Future[Any]] = [*opened, *ended]
             try:
-                await asyncio.wait(opened + ended, timeout=remaining, return_when=FIRST_COMPLETED)
+                await asyncio.wait(either, timeout=remaining, return_when=FIRST_COMPLETED)
             finally:
                 for waiter in opened:
                     waiter.cancel()

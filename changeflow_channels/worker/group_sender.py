@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 # KEYS[1]: the group; KEYS[2..]: the channel keys of the members the caller knows.
 # ARGV: group cutoff, message cutoff, now, expiry, m (member count), the m members,

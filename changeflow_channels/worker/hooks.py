@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 
 from .. import metrics
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 HANDLER_NAME = "flow_handlers"
 # Beyond this many changes waiting for one handler, new ones are skipped (and logged).
@@ -153,7 +153,8 @@ class HookRunner:
         handler_metrics = metrics.for_handler(handler.name)
         if not handler.is_async:
             executor = DaemonThreadExecutor()
-            call = sync_to_async(handler.func, thread_sensitive=False, executor=executor)  # type: ignore[arg-type]
+            # asgiref's types ask for a ThreadPoolExecutor; any Executor works.
+            call = sync_to_async(handler.func, thread_sensitive=False, executor=executor)  # type: ignore[call-overload, arg-type]
         while (item := await queue.get()) is not None:
             database, table, change = item
             started = time.perf_counter()

@@ -143,7 +143,7 @@ class LeaseStore:
     async def heartbeat(self, info: dict[str, Any]) -> list[str]:
         """Say we are alive (with ``info`` for ``changeflow status``); the live worker ids."""
         keys = [self.workers_key, self.info_key(self.worker_id)]
-        args = [self.worker_id, self.lease_ms, json.dumps(info)]
+        args: list[str | int] = [self.worker_id, self.lease_ms, json.dumps(info)]
         live = await self._bounded(self._heartbeat(keys=keys, args=args))
         return [_text(worker) for worker in live]
 

@@ -13,7 +13,7 @@ from ..changes import BATCH_TYPE
 from .group_sender import GroupSender, MessageTooLarge, Sent
 from .hooks import HookRunner
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 MAX_PENDING = 1000  # changes waiting per stream before the feed waits (at least a batch)
 # A member channel with this many messages waiting: its consumer is behind. The

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from .. import metrics
 from .leases import LeaseStore
 
-logger = logging.getLogger("changeflow_channels")
+logger = logging.getLogger(__name__)
 
 TICKS_PER_LEASE = 5
 FENCE_FRACTION = 2 / 3

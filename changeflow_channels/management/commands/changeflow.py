@@ -21,8 +21,6 @@ from changeflow_channels.conf import get_settings
 from changeflow_channels.metrics_http import MetricsServerError, serve_metrics
 from changeflow_channels.worker import WorkerConfigError, create_worker
 
-logger = logging.getLogger("changeflow_channels")
-
 
 def subcommand_names() -> list[str]:
     """Every module in ``management/subcommands`` is a subcommand."""
@@ -34,16 +32,21 @@ def subcommand_names() -> list[str]:
 
 
 def configure_logging(verbose: bool) -> None:
-    """INFO for every change and push when verbose, else warnings and errors only.
+    """Log to stderr, at INFO when verbose else WARNING, unless the project configured logging.
 
-    A project that configures the ``changeflow_channels`` logger in LOGGING
-    keeps its handlers; otherwise we log to stderr.
+    The project's configuration is left alone entirely (levels and handlers) when its
+    ``LOGGING`` gives the ``changeflow_channels`` logger a level or handlers, or gives the
+    root logger handlers. Every module logs to a child of ``changeflow_channels``
+    (``logging.getLogger(__name__)``), so its records reach that logger's handlers.
     """
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+    package = logging.getLogger("changeflow_channels")
+    configured = package.level != logging.NOTSET or package.handlers
+    if configured or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package.addHandler(handler)
+    package.setLevel(logging.INFO if verbose else logging.WARNING)
 
 
 def start_metrics(port: int | None, host: str, configured: Any) -> None:
