@@ -9,8 +9,10 @@ is retried with backoff.
 
 Everything that relies on channels_redis's behaviour or internals beyond the
 channel-layer API is here: ``receive_forever`` (its idle timeouts and
-outages), ``ResilientChannelMixin`` (consumers built on it) and
-``exclusive_pop`` (a channel several worker processes read at once).
+outages), ``ResilientChannelMixin`` (consumers built on it),
+``exclusive_pop`` (a channel several worker processes read at once) and the
+one version check, ``internals_known``, that the worker's one-round-trip
+``group_send`` (``worker/group_sender.py``) is gated by.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from typing import Any
 
 from channels.exceptions import StopConsumer
@@ -29,8 +32,29 @@ from channels.utils import await_many_dispatch
 logger = logging.getLogger(__name__)
 
 MAX_BACKOFF = 5.0
+# The channels_redis releases whose internals (a sorted set per channel, its
+# serializer, its group keys) are relied on here; ``make test`` runs the
+# tests that use them on the oldest and on the newest, and setup.cfg pins the
+# same range.
+OLDEST_KNOWN = (4, 2)
+FIRST_UNKNOWN = (4, 4)
 # A group nobody is in: discarding from it is the cheapest command that needs Redis.
 PROBE_GROUP = "changeflow-probe"
+
+
+def channels_redis_version() -> tuple[int, int] | None:
+    """channels_redis's installed (major, minor) release; None if unknown."""
+    try:
+        major, minor = metadata.version("channels-redis").split(".")[:2]
+        return int(major), int(minor)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def internals_known() -> bool:
+    """Whether the installed channels_redis is one whose internals are tested here."""
+    version = channels_redis_version()
+    return version is not None and OLDEST_KNOWN <= version < FIRST_UNKNOWN
 
 
 def _is_idle_timeout(error: BaseException) -> bool:
@@ -142,6 +166,16 @@ def exclusive_pop(channel_layer: Any) -> Pop | None:
         hasattr(channel_layer, name) for name in needed
     ):
         return None
+    if not internals_known():
+        # Still popped this way: channels_redis's own receive would hand one
+        # message to several workers. Its storage must be what it was.
+        logger.warning(
+            "channels_redis %s is outside the releases this worker is tested with "
+            "(%d.%d to before %d.%d): several workers rely on its storage layout",
+            channels_redis_version(),
+            *OLDEST_KNOWN,
+            *FIRST_UNKNOWN,
+        )
     hosts = itertools.cycle(range(channel_layer.ring_size))
 
     async def pop(channel: str, limit: int = 1) -> list[dict[str, Any] | None]:

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from ..redis_layer import internals_known
+
 logger = logging.getLogger(__name__)
 
 # KEYS[1]: the group; KEYS[2..]: the channel keys of the members the caller knows.
@@ -76,13 +78,15 @@ ATTEMPTS = 5
 
 
 def fast_path_supported(layer: Any) -> bool:
-    """A single-host channels_redis ``RedisChannelLayer`` with its own ``group_send``."""
+    """A single-host channels_redis ``RedisChannelLayer`` with its own ``group_send``, of a
+    release whose internals are known (``redis_layer.internals_known``)."""
     try:
         from channels_redis.core import RedisChannelLayer
     except ImportError:  # pragma: no cover - channels_redis is a dependency
         return False
     return (
-        isinstance(layer, RedisChannelLayer)
+        internals_known()
+        and isinstance(layer, RedisChannelLayer)
         and type(layer).group_send is RedisChannelLayer.group_send
         and getattr(layer, "ring_size", None) == 1
         and all(

@@ -8,6 +8,7 @@ websocket client.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -47,7 +48,9 @@ def process_env(rethinkdb_target, redis_url) -> dict[str, str]:
     """Environment for worker and Daphne processes (tests/settings.py reads it)."""
     return {
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "PYTHONPATH": str(REPO),
+        # Ahead of what the test run has (make test-channels-redis-oldest puts an
+        # older channels_redis there): the worker and Daphne run the same code.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",
         "PYTHONFAULTHANDLER": "1",
         "CHANGEFLOW_TEST_RETHINKDB_URL": rethinkdb_target.url,
