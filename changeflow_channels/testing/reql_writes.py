@@ -15,7 +15,7 @@ from .reql_datum import PTYPE, pretty, reql_eq, sort_key, type_name
 from .reql_errors import ReqlOpFailedError, ReqlQueryLogicError, ReqlRuntimeError
 from .reql_eval import Ctx, Func, SingleSel, Stream, T, as_str, expect, handler
 from .reql_ops_obj import deep_merge, strip_literals
-from .reql_ops_seq import as_table, check_pk
+from .reql_ops_select import as_table, check_pk
 from .reql_store import Table, TableLike
 
 COUNTERS = ("deleted", "errors", "inserted", "replaced", "skipped", "unchanged")
