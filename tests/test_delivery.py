@@ -35,3 +35,20 @@ async def test_a_lone_change_goes_out_alone_and_a_pile_in_ordered_batches():
     changes = [change for batch in received for change in batch["changes"]]
     assert [c["seq"] for c in changes] == list(range(2, 252))
     assert [len(batch["changes"]) for batch in received] == [100, 100, 50]
+
+
+async def test_a_stream_it_may_no_longer_send_is_not_sent():
+    layer = InMemoryChannelLayer(capacity=1000)
+    member = await layer.new_channel()
+    await layer.group_add("d.t", member)
+    allowed = {"d.t": False}
+    delivery = Delivery(
+        layer, HookRunner([], 1.0), verbose=False, may_send=lambda stream: allowed[stream]
+    )
+    await delivery(message(1))
+    await delivery.drain()
+    allowed["d.t"] = True
+    await delivery(message(2))
+    await delivery.drain()
+    assert await layer.receive(member) == message(2)
+    assert delivery.pending("d.t") == 0

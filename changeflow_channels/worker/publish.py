@@ -41,7 +41,9 @@ class Delivery:
     stays bounded and RethinkDB holds the rest.
 
     A channel layer that fails (Redis down or restarting) is retried with
-    backoff; nothing read from the feed is dropped.
+    backoff; nothing read from the feed is dropped, unless ``may_send`` says
+    the stream is no longer this worker's to send (several workers: its lease
+    is not safe any more, another worker may follow it by now).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Delivery:
         verbose: bool,
         batch_size: int = 1000,
         batch_bytes: int = 262_144,
+        may_send: Callable[[str], bool] = lambda stream: True,
     ) -> None:
         self.channel_layer = channel_layer
         self.sender = GroupSender(channel_layer)
@@ -68,9 +71,7 @@ class Delivery:
         self._gathering: dict[str, tuple[int, asyncio.Event]] = {}
         self._room = asyncio.Event()
         self._room.set()
-        # Several workers (table_sharing.py): a stream whose lease is no longer
-        # safe is not sent (another worker may follow it by now).
-        self.may_send: Callable[[str], bool] | None = None
+        self._may_send = may_send
 
     @property
     def busy(self) -> bool:
@@ -111,7 +112,7 @@ class Delivery:
                 limit = self._limit(stream)
                 batch, self._pending[stream] = pending[:limit], pending[limit:]
                 self._room.set()
-                if self.may_send is not None and not self.may_send(stream):
+                if not self._may_send(stream):
                     logger.warning("%s: %d change(s) not sent: lease lost", stream, len(batch))
                     continue
                 result = await self._send_batch(stream, batch)
@@ -198,7 +199,7 @@ class Delivery:
             except (asyncio.CancelledError, MessageTooLarge):
                 raise
             except Exception as error:
-                if self.may_send is not None and not self.may_send(group):
+                if not self._may_send(group):
                     logger.warning("%s: changes not sent: lease lost (%r)", group, error)
                     return None
                 logger.warning("channel layer unavailable (%r); retrying in %.1f s", error, delay)

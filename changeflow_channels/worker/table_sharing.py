@@ -42,7 +42,7 @@ COOLDOWN_ROUNDS = 10
 
 
 class FeedControl(Protocol):
-    """What the sharing needs from the flow."""
+    """What the sharing needs from the feeds (``table_feeds.TableFeeds``)."""
 
     def start_feed(self, stream: str, announce_initial: bool) -> None: ...
 
@@ -67,11 +67,34 @@ def share_of(tables: int, workers: int) -> int:
     return math.ceil(tables / max(1, workers))
 
 
+class Fence:
+    """Until when (loop time) this worker may send each table's changes: the
+    tables whose lease it holds, each until two thirds of the lease time after
+    its last renewal was sent. ``TableSharing`` keeps it; ``Delivery`` asks it.
+    Not ``enforced`` (one worker, no leases): every change may be sent."""
+
+    def __init__(self, enforced: bool = True) -> None:
+        self.enforced = enforced
+        self.until: dict[str, float] = {}
+
+    def may_send(self, stream: str) -> bool:
+        """Whether this worker may still send ``stream``'s changes (its lease is safe)."""
+        if not self.enforced:
+            return True
+        deadline = self.until.get(stream)
+        return deadline is not None and asyncio.get_running_loop().time() < deadline
+
+
 class TableSharing:
     """Takes, keeps and gives up this worker's tables (see the module doc)."""
 
     def __init__(
-        self, store: LeaseStore, lease_time: float, control: FeedControl, info: dict[str, Any]
+        self,
+        store: LeaseStore,
+        lease_time: float,
+        control: FeedControl,
+        info: dict[str, Any],
+        fence: Fence | None = None,
     ) -> None:
         self.store = store
         self.worker_id = store.worker_id
@@ -81,11 +104,12 @@ class TableSharing:
         self.control = control
         self.info = info
         self.candidates: dict[str, float | None] = {}  # stream -> loop time it appeared
-        self.held: dict[str, float] = {}  # stream -> loop time its changes may be sent until
+        self.fence = fence if fence is not None else Fence()
+        self.held = self.fence.until  # stream -> loop time its changes may be sent until
         self.live: list[str] = []
         self.holders_seen: dict[str, str | None] = {}  # at the last look, for tables not ours
         self.ready = asyncio.Event()
-        self.acquiring = True
+        self._acquiring = True
         self._wake = asyncio.Event()
         self._vacant_rounds: dict[str, int] = {}
         self._released_round: dict[str, int] = {}
@@ -111,7 +135,7 @@ class TableSharing:
         if stream in self.candidates:
             return
         self.candidates[stream] = self._now() if appeared else None
-        if appeared and self.ready.is_set() and self.acquiring:
+        if appeared and self.ready.is_set() and self._acquiring:
             if len(self.held) < share_of(len(self.candidates), len(self.live)):
                 task = asyncio.ensure_future(self._claim(stream))
                 self._claims.add(task)
@@ -127,7 +151,7 @@ class TableSharing:
             sent = self._now()
             try:
                 taken = await self.store.acquire(stream)
-                if taken and not (stream in self.candidates and self.acquiring):
+                if taken and not (stream in self.candidates and self._acquiring):
                     await self.store.release([stream])
                     taken = False
             except Exception as error:
@@ -148,6 +172,10 @@ class TableSharing:
             metrics.LEASES_HELD.set(len(self.held))
         self._wake.set()
 
+    def watches(self, stream: str) -> bool:
+        """Whether ``stream`` is a watched table (added and not removed)."""
+        return stream in self.candidates
+
     def holds(self, stream: str) -> bool:
         return stream in self.held
 
@@ -158,8 +186,7 @@ class TableSharing:
 
     def may_send(self, stream: str) -> bool:
         """Whether this worker may still send ``stream``'s changes (its lease is safe)."""
-        deadline = self.held.get(stream)
-        return deadline is not None and self._now() < deadline
+        return self.fence.may_send(stream)
 
     async def holder(self, stream: str) -> str | None:
         return (await self.store.holders([stream]))[stream]
@@ -167,9 +194,14 @@ class TableSharing:
     def start(self, discovered: asyncio.Event) -> None:
         self._task = asyncio.ensure_future(self.run(discovered))
 
+    def stop_acquiring(self) -> None:
+        """Take no more tables (shutting down); the leases held are still renewed
+        until ``stop``, once their feeds are closed."""
+        self._acquiring = False
+
     async def stop(self) -> None:
         """Clean shutdown, once the feeds are closed: release everything, leave."""
-        self.acquiring = False
+        self._acquiring = False
         self._stopped = True
         if self._task is not None:
             # Python 3.11's wait_for can swallow a cancel that lands as its inner
@@ -180,7 +212,8 @@ class TableSharing:
                 await asyncio.wait({self._task}, timeout=self.tick)
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 self._task.result()
-        held, self.held = list(self.held), {}
+        held = list(self.held)
+        self.held.clear()
         metrics.LEASES_HELD.set(0)
         try:
             await self.store.release(held)
@@ -254,7 +287,7 @@ class TableSharing:
             if not self.control.is_following(stream):  # its feed ended (a crash, say)
                 logger.warning("%s: lease held but not followed; following it again", stream)
                 self.control.start_feed(stream, False)
-        if not discovered or not self.acquiring:
+        if not discovered or not self._acquiring:
             return
         workers = len(self.live)
         stable, self._last_live = workers == self._last_live, workers

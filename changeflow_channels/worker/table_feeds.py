@@ -1,0 +1,146 @@
+"""The watched tables and the feeds this worker runs for them (one ``TableFeed`` each).
+
+Which watched tables are followed is not decided here: ``ownership.py`` starts and
+stops the feeds (every watched table with one worker, the tables whose lease it
+holds with several).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from rethinkdb import RethinkDB
+
+from ..rethinkdb_url import RethinkDBAddress
+from .feeds import ChangeSink, TableFeed
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 5.0
+
+
+class TableFeeds:
+    """Watched tables (``db.table`` -> database, table, primary key) and their feeds.
+
+    ``feeds`` maps each followed table to its feed and the feed's task. With
+    ``fenced`` (several workers), a feed delivers only while it is the table's
+    current feed: one dropped (its lease lost) delivers nothing more, even what
+    it read before its connection closed.
+    """
+
+    def __init__(
+        self,
+        r: RethinkDB,
+        address: RethinkDBAddress,
+        delivery: Any,
+        *,
+        history: int,
+        snapshot_limit: int,
+        fenced: bool,
+    ) -> None:
+        self.r = r
+        self.address = address
+        self.delivery = delivery
+        self.history = history
+        self.snapshot_limit = snapshot_limit
+        self.fenced = fenced
+        self.watched: dict[str, tuple[str, str, str]] = {}
+        self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
+
+    def watch(self, database: str, table: str, primary_key: str) -> str:
+        """``database.table`` is watched (not followed yet); its stream name."""
+        stream = f"{database}.{table}"
+        self.watched[stream] = (database, table, primary_key)
+        return stream
+
+    def unwatch(self, stream: str) -> None:
+        self.watched.pop(stream, None)
+
+    def feed(self, stream: str) -> TableFeed | None:
+        entry = self.feeds.get(stream)
+        return entry[0] if entry is not None else None
+
+    # -- FeedControl (table_sharing.py, ownership.py) -----------------------------
+
+    def start_feed(self, stream: str, announce_initial: bool) -> None:
+        """Follow a watched table (a new ``TableFeed``: a new epoch)."""
+        if stream in self.feeds or stream not in self.watched:
+            return
+        database, table, primary_key = self.watched[stream]
+        feed = TableFeed(
+            self.r,
+            self.address,
+            database,
+            table,
+            self._guarded_sink(stream) if self.fenced else self.delivery,
+            announce_initial=announce_initial,
+            primary_key=primary_key,
+            history=self.history,
+            snapshot_limit=self.snapshot_limit,
+        )
+        task = asyncio.ensure_future(feed.run())
+        task.add_done_callback(lambda done: self._feed_done(stream, done))
+        self.feeds[stream] = (feed, task)
+
+    def _guarded_sink(self, stream: str) -> ChangeSink:
+        async def sink(message: dict[str, Any]) -> None:
+            entry = self.feeds.get(stream)
+            if entry is not None and entry[0].state.epoch == message["epoch"]:
+                await self.delivery(message)
+
+        return sink
+
+    async def stop_feed(self, stream: str) -> None:
+        """Stop following ``stream``; return once the changes it read were sent."""
+        entry = self.feeds.get(stream)
+        if entry is None:
+            return
+        entry[0].stop()
+        await asyncio.wait([entry[1]], timeout=STOP_TIMEOUT)
+        self.feeds.pop(stream, None)
+        await self.delivery.drain_stream(stream)
+        logger.info("stopped following %s", stream)
+
+    def drop_feed(self, stream: str, why: str = "lease lost") -> None:
+        """Stop following ``stream`` at once (its lease is lost, its table dropped)."""
+        entry = self.feeds.pop(stream, None)
+        if entry is not None:
+            entry[0].stop()
+            logger.info("stopped following %s (%s)", stream, why)
+
+    def is_following(self, stream: str) -> bool:
+        return stream in self.feeds
+
+    def published_state(self) -> dict[str, Any]:
+        """The followed tables' positions and lag, for ``changeflow status``."""
+        now = asyncio.get_running_loop().time()
+        tables = {}
+        for stream, (feed, _) in self.feeds.items():
+            tables[stream] = {
+                "epoch": feed.state.epoch,
+                "seq": feed.state.seq,
+                "caught_up": feed.caught_up,
+                "pending": self.delivery.pending(stream),
+                "last_read_ago": round(now - feed.last_read, 3) if feed.last_read else None,
+            }
+        return tables
+
+    # -- shutdown -----------------------------------------------------------------
+
+    def stop_all(self) -> list[asyncio.Task[None]]:
+        """Ask every feed to stop; their tasks (to wait for, then ``clear``)."""
+        for feed, _ in self.feeds.values():
+            feed.stop()
+        return [task for _, task in self.feeds.values()]
+
+    def clear(self) -> None:
+        self.feeds.clear()
+
+    def _feed_done(self, stream: str, task: asyncio.Task[None]) -> None:
+        entry = self.feeds.get(stream)
+        if entry is not None and entry[1] is task:
+            del self.feeds[stream]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("feed of %s crashed", stream, exc_info=task.exception())
