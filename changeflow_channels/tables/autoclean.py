@@ -19,7 +19,7 @@ the table (``filter``, or an in-memory ``order_by``: RethinkDB's array limit,
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import sys
 import time
@@ -29,7 +29,7 @@ from typing import Any
 from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlError
 
-from ..rethink import close_quietly, close_soon, connect, is_connection_error
+from ..rethink import Follower, is_connection_error
 from ..rethinkdb_url import RethinkDBAddress
 from .config import Retention, TableConfig, TablesConfig
 from .ddl import is_missing_error
@@ -151,8 +151,11 @@ async def _delete_in_batches(selection: Any, conn: Any, batch: int) -> int:
             return deleted
 
 
-class AutoClean:
-    """The worker's background clean: every ``every`` seconds, each table with a retention."""
+class AutoClean(Follower):
+    """The worker's background clean: every ``every`` seconds, each table with a retention.
+
+    A round that fails (RethinkDB unavailable) is logged and tried again ``every``
+    seconds later, like any other (``Follower`` with a constant wait)."""
 
     def __init__(
         self,
@@ -163,62 +166,34 @@ class AutoClean:
         *,
         verbose: bool = True,
     ) -> None:
-        self.r = r
-        self.address = address
+        super().__init__(r, address, "autoclean", delay=every, max_delay=every)
         self.tables = with_retention(configs)
         self.every = every
         self.verbose = verbose
-        self.stopped = asyncio.Event()
-        self._conn: Any = None
-
-    def stop(self) -> None:
-        """Stop (closing the connection wakes a query in flight)."""
-        self.stopped.set()
-        close_soon(self._conn)
 
     async def run(self, start_after: asyncio.Event | None = None) -> None:
         """Clean at once (after ``start_after`` is set), then every ``every`` seconds."""
         if not self.tables:
             return
         if start_after is not None:
-            waits = [
-                asyncio.ensure_future(start_after.wait()),
-                asyncio.ensure_future(self.stopped.wait()),
-            ]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
-        while not self.stopped.is_set():
-            await self.clean_once()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), self.every)
+            await self.until(start_after)
+        await self.follow(self._round)
 
     async def clean_once(self) -> list[CleanResult]:
         """One round over every table; failures are logged (and retried next round)."""
-        conn = None
         results: list[CleanResult] = []
-        try:
-            conn = self._conn = await connect(self.r, self.address)
-            for config in self.tables:
-                if self.stopped.is_set():
-                    break
-                result = await clean_table(self.r, conn, config)
-                results.append(result)
-                self._log(config, result)
-        except Exception as error:
-            if not self.stopped.is_set():
-                if is_connection_error(error):
-                    logger.warning(
-                        "autoclean: RethinkDB unavailable (%s); next try in %g s", error, self.every
-                    )
-                else:
-                    logger.exception("autoclean failed; next try in %g s", self.every)
-        finally:
-            self._conn = None
-            await close_quietly(conn)
+        await self.attempt(functools.partial(self._round, results=results), retry_in=self.every)
         return results
+
+    async def _round(self, conn: Any, results: list[CleanResult] | None = None) -> bool:
+        for config in self.tables:
+            if self.stopping:
+                break
+            result = await clean_table(self.r, conn, config)
+            if results is not None:
+                results.append(result)
+            self._log(config, result)
+        return False  # never done: the next round is in ``every`` seconds
 
     def _log(self, config: TableConfig, result: CleanResult) -> None:
         assert config.retention is not None

@@ -9,7 +9,7 @@ from typing import Any
 
 from rethinkdb import RethinkDB
 
-from ..rethink import close_quietly, close_soon, connect, is_connection_error, keepalive
+from ..rethink import Follower
 from ..rethinkdb_url import RethinkDBAddress
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ TableRemoved = Callable[[str, str], None]
 TableClashed = Callable[[str, str], None]
 
 
-class TableDiscovery:
+class TableDiscovery(Follower):
     """Reports the tables that exist, and those created or dropped later.
 
     ``appeared_while_watching`` is False for the tables found on the very first
@@ -32,6 +32,9 @@ class TableDiscovery:
     creates) is reported to ``clashed``, not ``added``; once the table that
     was added is gone, the name is removed, and added again (as a new table)
     if another table has it.
+
+    A reconnect reads the table list again (``Follower``): the tables dropped
+    meanwhile are removed, those created meanwhile added.
     """
 
     def __init__(
@@ -42,8 +45,7 @@ class TableDiscovery:
         removed: TableRemoved,
         clashed: TableClashed | None = None,
     ) -> None:
-        self.r = r
-        self.address = address
+        super().__init__(r, address, "table discovery")
         self.added = added
         self.removed = removed
         self.clashed = clashed
@@ -54,52 +56,23 @@ class TableDiscovery:
         self._reported: dict[tuple[str, str], str] = {}  # name -> the id added() told of
         self._ids: dict[tuple[str, str], set[str]] = {}  # name -> its tables' ids
         self.ready = asyncio.Event()
-        self.stopping = False
-        self._conn: Any = None
-
-    def stop(self) -> None:
-        """Stop following (see ``TableFeed.stop`` for why not just cancel)."""
-        self.stopping = True
-        close_soon(self._conn)
 
     async def run(self) -> None:
-        delay = 0.1
-        first_read = True
-        while not self.stopping:
-            conn = None
-            try:
-                conn = self._conn = await connect(self.r, self.address)
-                if self.stopping:
-                    return
-                await self._follow(conn, first_read)
-            except Exception as error:
-                if self.stopping:
-                    return
-                if is_connection_error(error):
-                    logger.warning("table discovery: RethinkDB unavailable (%s); retrying", error)
-                else:
-                    # e.g. a user without read access to the system database
-                    logger.exception("table discovery failed; retrying")
-            finally:
-                self._conn = None
-                await close_quietly(conn)
-            first_read = first_read and not self.ready.is_set()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        await self.follow(self._session)
 
-    async def _follow(self, conn: Any, first_read: bool) -> None:
+    async def _session(self, conn: Any) -> bool:
+        """The table list and its changes, until the connection ends (never done)."""
         feed = await (
             self.r.db("rethinkdb")
             .table("table_config")
             .changes(include_initial=True, include_states=True, include_types=True)
             .run(conn)
         )
-        seen: set[str] = set()
-        pinger = asyncio.ensure_future(keepalive(self.r, conn, "table discovery"))
-        try:
-            await self._read(feed, first_read, seen)
-        finally:
-            pinger.cancel()
+        # The tables of the first read were there before us; those of a read
+        # after a reconnect appeared while we were watching (or could not see).
+        first_read = not self.ready.is_set()
+        await self.kept_alive(conn, self._read(feed, first_read, set()))
+        return False
 
     async def _read(self, feed: Any, first_read: bool, seen: set[str]) -> None:
         async for item in feed:

@@ -14,14 +14,7 @@ from rethinkdb.errors import ReqlOpFailedError
 from .. import metrics
 from ..changes import build_change, change_message
 from ..jsonsafe import RawDecoder, json_safe
-from ..rethink import (
-    RAW_FORMATS,
-    close_quietly,
-    close_soon,
-    connect,
-    is_connection_error,
-    keepalive,
-)
+from ..rethink import RAW_FORMATS, Follower
 from ..rethinkdb_url import RethinkDBAddress
 from .table_state import TableState
 
@@ -29,10 +22,9 @@ logger = logging.getLogger(__name__)
 
 # A changeflow.change message -> awaited before the next change is read
 ChangeSink = Callable[[dict[str, Any]], Awaitable[None]]
-MAX_BACKOFF = 5.0
 
 
-class TableFeed:
+class TableFeed(Follower):
     """Follows one table and hands every change, numbered, to ``sink``.
 
     Each (re)start of the feed is a new ``epoch``; ``seq`` counts the changes
@@ -46,6 +38,9 @@ class TableFeed:
     ``snapshot_limit`` documents, the documents themselves (the feed then
     always opens with ``include_initial`` to load them, announcing them only
     for a new table).
+
+    The reconnect loop, its backoff and ``stop()`` are ``Follower``'s; a table
+    gone ends the feed.
     """
 
     def __init__(
@@ -61,19 +56,16 @@ class TableFeed:
         history: int = 1000,
         snapshot_limit: int = 1000,
     ) -> None:
-        self.r = r
-        self.address = address
+        super().__init__(r, address, f"{database}.{table}")
         self.database = database
         self.table = table
         self.sink = sink
         self.announce_initial = announce_initial
         self.state = TableState(primary_key, history, snapshot_limit)
         self.ready = asyncio.Event()
-        self.stopping = False
         self.last_read = 0.0  # loop time of the last item read, for a quiet shutdown
         # This epoch's feed said "ready": its initial values are delivered or loaded.
         self.caught_up_event = asyncio.Event()
-        self._conn: Any = None
         self.metrics = metrics.for_stream(self.stream)
 
     @property
@@ -84,50 +76,29 @@ class TableFeed:
     def stream(self) -> str:
         return f"{self.database}.{self.table}"
 
-    def stop(self) -> None:
-        """Stop following: closing the connection ends the cursor's wait.
-
-        Cancelling the task alone is not enough: on Python 3.11 a cancellation
-        can be lost inside ``asyncio.wait_for`` and the feed would go on."""
-        self.stopping = True
-        close_soon(self._conn)
-
     async def run(self) -> None:
         """Follow the table until it is dropped or ``stop()`` is called."""
-        delay = 0.1
-        while not self.stopping:
-            conn = None
-            try:
-                conn = self._conn = await connect(self.r, self.address)
-                if not self.stopping:
-                    await self._follow(conn)
-            except ReqlOpFailedError as error:
-                if self.stopping:
-                    return
-                if not await self._table_exists(conn):
-                    logger.info("%s: table gone, feed ended (%s)", self.stream, error.message)
-                    return
-                logger.warning("%s: feed aborted (%s); restarting", self.stream, error.message)
-            except Exception as error:
-                if self.stopping:
-                    return
-                if is_connection_error(error):
-                    logger.warning(
-                        "%s: RethinkDB connection lost (%s); reconnecting", self.stream, error
-                    )
-                else:
-                    logger.exception("%s: feed failed; restarting it", self.stream)
-            finally:
-                self._conn = None
-                await close_quietly(conn)
-            if not self.stopping:
-                self.metrics.restarts.inc()
-            if self.caught_up:
-                # Changes made while the feed was down cannot be replayed by
-                # RethinkDB: the next epoch tells subscribers to start afresh.
-                self.announce_initial = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF)
+        await self.follow(self._session, retrying=self._restarting)
+
+    async def _session(self, conn: Any) -> bool:
+        """One epoch; True when the table is gone (the feed ends)."""
+        try:
+            await self._follow(conn)
+        except ReqlOpFailedError as error:
+            if self.stopping:
+                return True
+            if not await self._table_exists(conn):
+                logger.info("%s: table gone, feed ended (%s)", self.stream, error.message)
+                return True
+            logger.warning("%s: feed aborted (%s); restarting", self.stream, error.message)
+        return False
+
+    def _restarting(self) -> None:
+        self.metrics.restarts.inc()
+        if self.caught_up:
+            # Changes made while the feed was down cannot be replayed by
+            # RethinkDB: the next epoch tells subscribers to start afresh.
+            self.announce_initial = False
 
     async def _follow(self, conn: Any) -> None:
         r = self.r
@@ -144,11 +115,7 @@ class TableFeed:
         self.state.reset(uuid.uuid4().hex, mirrored=mirrored)
         self.caught_up_event.clear()
         logger.info("following %s (epoch %s)", self.stream, self.state.epoch)
-        pinger = asyncio.ensure_future(keepalive(r, conn, self.stream))
-        try:
-            await self._read(cursor)
-        finally:
-            pinger.cancel()
+        await self.kept_alive(conn, self._read(cursor))
 
     async def _read(self, cursor: Any) -> None:
         # Everything read is delivered, even while stopping: stop() closes the

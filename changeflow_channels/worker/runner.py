@@ -22,6 +22,7 @@ from ..conf import ChangeflowSettings, get_settings
 from ..names import InvalidName
 from ..pushes import INVALID, error_result
 from ..redis_layer import exclusive_pop, receive_forever
+from ..rethink import first_of
 from ..sync import SYNC_TYPE, sync_channel
 from .catchup import Catchup
 from .flow import READY_TIMEOUT, Flow, positive_seconds
@@ -111,13 +112,10 @@ class ChangeflowWorker:
         logger.info("changeflow worker stopped")
 
     async def _wait_ready_unless_stopping(self) -> None:
-        ready = asyncio.ensure_future(self.flow.wait_ready())
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait([ready, stop], return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not ready.done():
-            ready.cancel()
-        elif ready.result():
+        first, opened = await first_of(self.flow.wait_ready(), self.stopping.wait())
+        if first != 0:
+            return  # stopping
+        if opened:
             logger.info(
                 "changeflow worker ready: pushes on %r, following %d table(s)",
                 self.channel,
@@ -172,9 +170,7 @@ class ChangeflowWorker:
         """Wait until the window has room; False once stopping."""
         if window.room.is_set():
             return True
-        room = asyncio.ensure_future(window.room.wait())
-        await asyncio.wait([room, stop], return_when=asyncio.FIRST_COMPLETED)
-        room.cancel()
+        await first_of(window.room.wait(), stop)
         return not self.stopping.is_set()
 
     async def _receive_unless_stopping(
@@ -202,7 +198,7 @@ class ChangeflowWorker:
                     return messages
             return None
         receiving = asyncio.ensure_future(receive_forever(self.channel_layer, channel))
-        await asyncio.wait([receiving, stop], return_when=asyncio.FIRST_COMPLETED)
+        await first_of(receiving, stop)
         if not receiving.done():
             await asyncio.wait([receiving], timeout=RECEIVE_GRACE)
         if receiving.done():
