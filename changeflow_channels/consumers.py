@@ -21,6 +21,7 @@ from .pushes import (
     build_push,
     check_size,
 )
+from .pushes import UNAVAILABLE as PUSH_UNAVAILABLE
 from .redis_layer import ResilientChannelMixin
 from .sync import SyncError, parse_since
 from .web.delivery import DeliveryMixin, LocalEvents
@@ -321,6 +322,6 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             await self.send_frame({"event": "pushed", **frame})
             return
         error = str(message.get("error", "push failed"))
-        unavailable = error.startswith(("RethinkDB unavailable", "internal error"))
-        code = UNAVAILABLE if unavailable else BAD_REQUEST
+        # The worker's code says whether trying again may help; its text is for people.
+        code = UNAVAILABLE if message.get("code") == PUSH_UNAVAILABLE else BAD_REQUEST
         await self.send_frame(error_frame(code, error, request_id))
