@@ -118,12 +118,6 @@ class Flow:
         """Several workers: this worker's own sync channel (runner.py listens to it)."""
         return self.ownership.own_sync_channel
 
-    @property
-    def sharing(self) -> Ownership | None:
-        """The ownership when other workers share the channels, else None (runner.py
-        reads the shared channels with exclusive pops then; ``ownership.shared``)."""
-        return self.ownership if self.ownership.shared else None
-
     async def start(self) -> None:
         """Start in the background: configured tables and indexes (CHANGEFLOW_TABLES),
         then table discovery and feeds; autoclean once the indexes are built."""

@@ -52,7 +52,7 @@ class ChangeflowWorker:
         self.own_sync_channel = flow.own_sync_channel
         self.stopping = asyncio.Event()
         # Several workers read the shared channels: each message must go to one only.
-        self.pop = exclusive_pop(channel_layer) if flow.sharing is not None else None
+        self.pop = exclusive_pop(channel_layer) if flow.ownership.shared else None
         # Pushes received and not yet written: the listener takes no more than this.
         self.window = PushWindow()
         self.pipeline = PushPipeline(flow, self.reply, self.window)
