@@ -15,11 +15,11 @@ one leaves the session's user (anonymous for a script) in place.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.middleware import BaseMiddleware
 from django.contrib.auth import get_user_model
 from django.core import signing
 
@@ -27,10 +27,17 @@ from .conf import get_settings
 
 SALT = "changeflow_channels.auth.token"
 
+# ASGI, as far as the middleware needs it (channels has no types).
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 
 def make_token(user: Any) -> str:
     """A signed, expiring token standing for ``user``."""
-    return signing.dumps({"uid": str(user.pk)}, salt=SALT)
+    token: str = signing.dumps({"uid": str(user.pk)}, salt=SALT)
+    return token
 
 
 def user_id_from_token(token: str) -> str | None:
@@ -41,34 +48,44 @@ def user_id_from_token(token: str) -> str | None:
         return None
 
 
-@database_sync_to_async
-def load_user(user_id: str) -> Any:
+def _active_user(user_id: str) -> Any:
     """The active user with that pk, or None."""
     user = get_user_model().objects.filter(pk=user_id).first()
     return user if user is not None and user.is_active else None
 
 
-def _token(scope: dict[str, Any]) -> str | None:
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+# The active user with that pk, or None (in a thread, closing stale database connections).
+load_user: Callable[[str], Awaitable[Any]] = database_sync_to_async(_active_user)
+
+
+def _token(scope: Scope) -> str | None:
+    query_string: bytes = scope.get("query_string", b"")
+    query = parse_qs(query_string.decode("latin-1"))
     if query.get("token"):
         return query["token"][0]
-    for name, value in scope.get("headers", []):
+    headers: Iterable[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
         if name.lower() == b"authorization" and value[:7].lower() == b"bearer ":
             return value[7:].decode("latin-1").strip()
     return None
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """Sets ``scope["user"]`` from a valid token (see the module's docstring)."""
+class TokenAuthMiddleware:
+    """Sets ``scope["user"]`` from a valid token (see the module's docstring); like
+    channels' ``BaseMiddleware``, it hands ``inner`` a copy of the scope."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = dict(scope)
         token = _token(scope)
         if token:
             user_id = user_id_from_token(token)
             user = await load_user(user_id) if user_id else None
             if user is not None:
-                scope = {**scope, "user": user, "changeflow_token_user": user_id}
-        return await super().__call__(scope, receive, send)
+                scope.update(user=user, changeflow_token_user=user_id)
+        await self.inner(scope, receive, send)
 
 
 async def fresh_user(scope: dict[str, Any]) -> Any:

@@ -2,9 +2,12 @@
 
 One check, ``check_settings`` (registered by ``AppConfig.ready()``), reads the settings once
 (``conf.get_settings()``) and runs one function per setting (a few look at two
-settings together). Each finding is an ``Error`` or a ``Warning`` whose message
-names the setting and its value and whose hint says what would do. The checks
-are fast and do no I/O beyond importing the modules the settings name.
+settings together; the single values share one, from the table of what each must be
+in ``setting_kinds``). Each finding is an ``Error`` or a ``Warning`` whose message
+names the setting and its value and whose hint says what would do; the problems of
+``CHANGEFLOW_TABLES``, ``CHANGEFLOW_MODELS`` and ``CHANGEFLOW_RULES`` are found beside
+the code that reads them (``tables.config``, ``mirror.config``, ``permissions``). The
+checks are fast and do no I/O beyond importing the modules the settings name.
 
 Ids (silence one with ``SILENCED_SYSTEM_CHECKS = ["changeflow_channels.W002"]``);
 they keep their meaning from release to release, new ones continue the numbering:
@@ -62,11 +65,8 @@ W006  CHANGEFLOW_BATCH_BYTES is not below CHANGEFLOW_SEND_QUEUE_BYTES
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -74,10 +74,13 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import ChangeflowSettings, defaults, get_settings, setting_name
 from .mirror import config as models_config
-from .names import InvalidName, validate_name
-from .permissions import AllowAllPolicy, RulesPolicy, check_requirement, load_policy
+from .mirror.config import ModelConfigError
+from .names import InvalidName
+from .permissions import RULES_HINT, AllowAllPolicy, RulesPolicy, load_policy, rules_problems
 from .rethinkdb_url import parse_rethinkdb_url
+from .setting_kinds import HINTED, KINDS, PLAIN, is_valid
 from .tables import config as tables_config
+from .tables.config import TableConfigError
 
 PREFIX = "changeflow_channels."
 
@@ -86,14 +89,8 @@ REDIS_BACKENDS = (
     "channels_redis.pubsub.RedisPubSubChannelLayer",
 )
 PUBSUB_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Below this, a busy machine makes workers give up tables they still hold.
 SHORT_LEASE_TIME = 3.0
-# Channel names are below 100 characters; the worker's own sync channels add
-# ".sync.<12 hex digits>" to CHANGEFLOW_CHANNEL.
-MAX_CHANNEL_LENGTH = 80
-CHANNEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
-RULE_ACTIONS = ("subscribe", "push")
 
 Messages = list[CheckMessage]
 
@@ -115,72 +112,35 @@ def _warning(code: str, message: str, hint: str) -> Warning:
     return Warning(message, hint=hint, id=PREFIX + code)
 
 
-# Plain values: what each must be, checked the same way. -------------------------------
+def _reported(problem: TableConfigError | ModelConfigError, message: str) -> Error:
+    """A problem that carries its own id and hint (``CHANGEFLOW_TABLES``, ``CHANGEFLOW_MODELS``)."""
+    return Error(message, hint=problem.hint, id=problem.check_id)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_positive_number(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and value > 0
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# kind: (is it valid, what it must be)
-KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seconds": (_is_positive_number, "a positive number of seconds"),
-    "positive": (_is_positive_number, "a positive number"),
-    "count": (lambda v: _is_integer(v) and v > 0, "a positive integer"),
-    "count0": (lambda v: _is_integer(v) and v >= 0, "an integer of at least 0"),
-    "bool": (lambda v: isinstance(v, bool), "True or False"),
-}
-
-# attribute: (id, kind, what it is)
-PLAIN: dict[str, tuple[str, str, str]] = {
-    "verbose": ("E028", "bool", "whether every change and push is logged at INFO"),
-    "handler_timeout": ("E029", "seconds", "the seconds one hook call may take"),
-    "push_timeout": ("E030", "seconds", "the seconds a push is retried while RethinkDB is away"),
-    "history": ("E031", "count0", "the changes kept per table to fill gaps (0: none)"),
-    "snapshot_limit": ("E032", "count", "the largest table kept in memory for exact snapshots"),
-    "recheck_every": ("E034", "seconds", "the seconds between permission re-checks"),
-    "max_frame_bytes": ("E036", "count", "the largest frame a client may send, in bytes"),
-    "max_subscriptions": ("E037", "count", "the most subscriptions per connection"),
-    "push_rate": ("E038", "positive", "the pushes per second a connection may make"),
-    "max_document_bytes": ("E039", "count", "the largest pushed data, in bytes of JSON"),
-    "send_queue": ("E040", "count", "the most frames waiting for a slow client"),
-    "send_queue_bytes": ("E041", "count", "the most bytes waiting for a slow client"),
-    "batch_size": ("E042", "count", "the most changes of a table in one batch message"),
-    "batch_bytes": ("E043", "count", "about the largest batch message, in bytes"),
-    "sync_timeout": ("E044", "seconds", "the seconds a consumer waits for a sync answer"),
-    "metrics_per_table": ("E045", "bool", "whether each table has its own metrics label"),
-    "clean_every": ("E016", "seconds", "the seconds between two autoclean rounds"),
-    "lease_time": ("E006", "seconds", "the seconds a worker's lease on a table lasts"),
-}
-
-
-def _is_valid(attribute: str, value: Any) -> bool:
-    return KINDS[PLAIN[attribute][1]][0](value)
+# Single values: what each must be (``setting_kinds``), checked the same way. -------------
 
 
 def _check_plain(conf: ChangeflowSettings) -> Messages:
-    messages: Messages = []
     all_defaults = defaults()
+    messages: Messages = []
     for attribute, (code, kind, meaning) in PLAIN.items():
-        value = getattr(conf, attribute)
-        if not _is_valid(attribute, value):
-            name = setting_name(attribute)
-            messages.append(
-                _error(
-                    code,
-                    f"{name} must be {KINDS[kind][1]}, not {value!r}.",
-                    f"{name} is {meaning}; the default is {all_defaults[name]!r}.",
-                )
-            )
+        name = setting_name(attribute)
+        hint = f"{name} is {meaning}; the default is {all_defaults[name]!r}."
+        messages.extend(_check_value(conf, attribute, code, kind, hint))
+    for attribute, (code, kind, hint) in HINTED.items():
+        messages.extend(_check_value(conf, attribute, code, kind, hint))
     return messages
+
+
+def _check_value(
+    conf: ChangeflowSettings, attribute: str, code: str, kind: str, hint: str
+) -> Messages:
+    value = getattr(conf, attribute)
+    if KINDS[kind][0](value):
+        return []
+    return [
+        _error(code, f"{setting_name(attribute)} must be {KINDS[kind][1]}, not {value!r}.", hint)
+    ]
 
 
 # Settings with a shape of their own. ----------------------------------------------------
@@ -230,24 +190,6 @@ def _check_watch(conf: ChangeflowSettings) -> Messages:
                 )
             )
     return messages
-
-
-def _check_channel(conf: ChangeflowSettings) -> Messages:
-    channel = conf.channel
-    if (
-        isinstance(channel, str)
-        and CHANNEL_RE.fullmatch(channel)
-        and len(channel) <= MAX_CHANNEL_LENGTH
-    ):
-        return []
-    return [
-        _error(
-            "E027",
-            f"CHANGEFLOW_CHANNEL must be a channel name, not {channel!r}.",
-            f"Use A-Z, a-z, 0-9, _, - and . only, at most {MAX_CHANNEL_LENGTH} characters; "
-            'the default is "changeflow".',
-        )
-    ]
 
 
 def _check_handlers(conf: ChangeflowSettings) -> Messages:
@@ -307,81 +249,14 @@ def _check_permissions(conf: ChangeflowSettings) -> Messages:
     return messages
 
 
-def _rule_pattern_problem(pattern: Any) -> str | None:
-    """What is wrong with a key of ``CHANGEFLOW_RULES`` (``RulesPolicy`` looks up exactly
-    ``"db.table"``, ``"db.*"`` and ``"*"``), or None."""
-    if pattern == "*":
-        return None
-    if not isinstance(pattern, str) or "." not in pattern:
-        return f'pattern {pattern!r} must be "*", "db.*" or "db.table"'
-    database, _, table = pattern.partition(".")
-    try:
-        validate_name(database, "database")
-        if table != "*":
-            validate_name(table, "table")
-    except InvalidName as error:
-        return f'pattern {pattern!r} must be "*", "db.*" or "db.table": {error}'
-    return None
-
-
 def _check_rules(conf: ChangeflowSettings) -> Messages:
-    hint = (
-        'For example {"shop.orders": {"subscribe": "authenticated", "push": "staff"}, '
-        '"*": {"subscribe": ["staff", "shop.view_order"]}}.'
-    )
-    rules = conf.rules
-    if not isinstance(rules, dict):
-        return [
-            _error(
-                "E033", f"CHANGEFLOW_RULES must be a dict of pattern: rule, not {rules!r}.", hint
-            )
-        ]
-    messages: Messages = []
-    for pattern, rule in rules.items():
-        problem = _rule_pattern_problem(pattern)
-        if problem:
-            messages.append(_error("E033", f"CHANGEFLOW_RULES: {problem}.", hint))
-            continue
-        if not isinstance(rule, dict):
-            message = f"CHANGEFLOW_RULES[{pattern!r}] must be a dict of action: requirement, not {rule!r}."
-            messages.append(_error("E033", message, hint))
-            continue
-        unknown = [action for action in rule if action not in RULE_ACTIONS]
-        if unknown:
-            message = (
-                f"CHANGEFLOW_RULES[{pattern!r}] has unknown action(s) "
-                f"{', '.join(map(repr, unknown))} (allowed: {', '.join(RULE_ACTIONS)})."
-            )
-            messages.append(_error("E033", message, hint))
-        for action in RULE_ACTIONS:
-            if action not in rule:
-                continue
-            try:
-                check_requirement(rule[action])
-            except ValueError as error:
-                message = f"CHANGEFLOW_RULES[{pattern!r}][{action!r}]: {error}."
-                messages.append(_error("E033", message, hint))
-    return messages
-
-
-def _check_token_max_age(conf: ChangeflowSettings) -> Messages:
-    age = conf.token_max_age
-    if _is_positive_number(age) or (isinstance(age, timedelta) and age > timedelta(0)):
-        return []
-    return [
-        _error(
-            "E035",
-            f"CHANGEFLOW_TOKEN_MAX_AGE must be a positive number of seconds, not {age!r}.",
-            "It is the lifetime of make_token() tokens (a timedelta will do too); "
-            "the default is 86400 (a day).",
-        )
-    ]
+    return [_error("E033", problem, RULES_HINT) for problem in rules_problems(conf.rules)]
 
 
 def _check_lease_time(conf: ChangeflowSettings) -> Messages:
     """A short lease (its type is among the plain settings)."""
     lease_time = conf.lease_time
-    if _is_valid("lease_time", lease_time) and lease_time < SHORT_LEASE_TIME:
+    if is_valid("lease_time", lease_time) and lease_time < SHORT_LEASE_TIME:
         return [
             _warning(
                 "W004",
@@ -393,36 +268,10 @@ def _check_lease_time(conf: ChangeflowSettings) -> Messages:
     return []
 
 
-def _check_redis(conf: ChangeflowSettings) -> Messages:
-    url = conf.redis
-    if url is None or (isinstance(url, str) and url.startswith(REDIS_SCHEMES)):
-        return []
-    return [
-        _error(
-            "E007",
-            f"CHANGEFLOW_REDIS must be a Redis URL or None, not {url!r}.",
-            'For example "redis://127.0.0.1:6379/0"; None uses the channel layer\'s Redis.',
-        )
-    ]
-
-
-def _check_metrics_port(conf: ChangeflowSettings) -> Messages:
-    port = conf.metrics_port
-    if port is None or (_is_integer(port) and 0 <= port <= 65535):
-        return []
-    return [
-        _error(
-            "E008",
-            f"CHANGEFLOW_METRICS_PORT must be a TCP port number or None, not {port!r}.",
-            "For example 9108; None serves no metrics from the worker.",
-        )
-    ]
-
-
 def _check_batch_bytes(conf: ChangeflowSettings) -> Messages:
     """A batch must fit in a connection's send queue (each type is among the plain settings)."""
     batch, queue = conf.batch_bytes, conf.send_queue_bytes
-    if _is_valid("batch_bytes", batch) and _is_valid("send_queue_bytes", queue) and batch >= queue:
+    if is_valid("batch_bytes", batch) and is_valid("send_queue_bytes", queue) and batch >= queue:
         return [
             _warning(
                 "W006",
@@ -436,52 +285,14 @@ def _check_batch_bytes(conf: ChangeflowSettings) -> Messages:
     return []
 
 
-TABLE_HINTS = {
-    tables_config.BAD_STREAM: 'Keys are "database.table" streams with names of A-Z, a-z, 0-9, _ and -.',
-    tables_config.UNKNOWN_KEY: 'A table takes "primary_key", "indexes" and "retention"; a '
-    'retention takes "field" and one of "max_age" or "max_rows".',
-    tables_config.BAD_PRIMARY_KEY: 'For example "primary_key": "uid" (the default is "id").',
-    tables_config.BAD_INDEX: 'For example "indexes": ["created", ["by_user_and_day", ["user", "day"]]].',
-    tables_config.BAD_RETENTION: 'For example "retention": {"field": "created", "max_age": 86400} '
-    'or {"field": "created", "max_rows": 1000}.',
-    tables_config.BAD_RETENTION_FIELD: "Name the document field holding the time (or a simple index on it).",
-}
-
-
 def _check_tables(conf: ChangeflowSettings) -> Messages:
-    return [
-        _error(
-            problem.check_id.removeprefix(PREFIX),
-            f"CHANGEFLOW_TABLES: {problem}.",
-            TABLE_HINTS[problem.check_id],
-        )
-        for problem in tables_config.all_problems(conf.tables)
-    ]
-
-
-MODEL_CODES = {
-    models_config.NOT_A_DICT: "E020",
-    models_config.UNKNOWN_MODEL: "E021",
-    models_config.UNKNOWN_FIELD: "E022",
-    models_config.BAD_EVENTS: "E023",
-    models_config.FIELDS_AND_EXCLUDE: "E024",
-    models_config.UNKNOWN_OPTION: "E025",
-    models_config.BAD_NAME: "E026",
-}
+    problems = tables_config.all_problems(conf.tables)
+    return [_reported(problem, f"CHANGEFLOW_TABLES: {problem}.") for problem in problems]
 
 
 def _check_models_db(conf: ChangeflowSettings) -> Messages:
-    try:
-        validate_name(conf.models_db, "database")
-    except InvalidName as error:
-        return [
-            _error(
-                "E026",
-                f"CHANGEFLOW_MODELS_DB: {error}.",
-                'Model tables go into this RethinkDB database; the default is "django".',
-            )
-        ]
-    return []
+    problem = models_config.models_db_problem(conf.models_db)
+    return [_reported(problem, str(problem))] if problem else []
 
 
 def _check_models(conf: ChangeflowSettings) -> Messages:
@@ -490,7 +301,7 @@ def _check_models(conf: ChangeflowSettings) -> Messages:
     if isinstance(conf.models, dict) and _check_models_db(conf):
         return []
     _, errors = models_config.load_flows(conf)
-    return [_error(MODEL_CODES[error.code], str(error), error.hint) for error in errors]
+    return [_reported(error, str(error)) for error in errors]
 
 
 def _check_channel_layers(conf: ChangeflowSettings) -> Messages:
@@ -540,17 +351,13 @@ CHECKS: list[Callable[[ChangeflowSettings], Messages]] = [
     _check_plain,
     _check_rethinkdb,
     _check_watch,
-    _check_channel,
     _check_handlers,
     _check_permissions,
     _check_rules,
-    _check_token_max_age,
     _check_batch_bytes,
     _check_tables,
     _check_models_db,
     _check_models,
     _check_lease_time,
-    _check_redis,
-    _check_metrics_port,
     _check_channel_layers,
 ]

@@ -9,12 +9,14 @@ sync ones run in a thread, so they may use the ORM.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol, cast
 
 from asgiref.sync import sync_to_async
 from django.utils.module_loading import import_string
 
 from .conf import get_settings
+from .names import InvalidName, validate_name
 
 
 class Policy(Protocol):
@@ -65,6 +67,59 @@ def check_requirement(requirement: Any) -> None:
             raise ValueError(
                 f"{item!r} is neither one of {', '.join(KEYWORDS)} nor a permission name like 'shop.view_order'"
             )
+
+
+ACTIONS = ("subscribe", "push")
+# What ``manage.py check`` suggests for a bad ``CHANGEFLOW_RULES`` (E033).
+RULES_HINT = (
+    'For example {"shop.orders": {"subscribe": "authenticated", "push": "staff"}, '
+    '"*": {"subscribe": ["staff", "shop.view_order"]}}.'
+)
+
+
+def rules_problems(rules: Any) -> Iterator[str]:
+    """Every problem of ``CHANGEFLOW_RULES``, each a sentence (for ``manage.py check``)."""
+    if not isinstance(rules, dict):
+        yield f"CHANGEFLOW_RULES must be a dict of pattern: rule, not {rules!r}."
+        return
+    for pattern, rule in rules.items():
+        problem = _pattern_problem(pattern)
+        if problem:
+            yield f"CHANGEFLOW_RULES: {problem}."
+            continue
+        if not isinstance(rule, dict):
+            yield f"CHANGEFLOW_RULES[{pattern!r}] must be a dict of action: requirement, not {rule!r}."
+            continue
+        unknown = [action for action in rule if action not in ACTIONS]
+        if unknown:
+            yield (
+                f"CHANGEFLOW_RULES[{pattern!r}] has unknown action(s) "
+                f"{', '.join(map(repr, unknown))} (allowed: {', '.join(ACTIONS)})."
+            )
+        for action in ACTIONS:
+            if action not in rule:
+                continue
+            try:
+                check_requirement(rule[action])
+            except ValueError as error:
+                yield f"CHANGEFLOW_RULES[{pattern!r}][{action!r}]: {error}."
+
+
+def _pattern_problem(pattern: Any) -> str | None:
+    """What is wrong with a key of ``CHANGEFLOW_RULES`` (``RulesPolicy`` looks up exactly
+    ``"db.table"``, ``"db.*"`` and ``"*"``), or None."""
+    if pattern == "*":
+        return None
+    if not isinstance(pattern, str) or "." not in pattern:
+        return f'pattern {pattern!r} must be "*", "db.*" or "db.table"'
+    database, _, table = pattern.partition(".")
+    try:
+        validate_name(database, "database")
+        if table != "*":
+            validate_name(table, "table")
+    except InvalidName as error:
+        return f'pattern {pattern!r} must be "*", "db.*" or "db.table": {error}'
+    return None
 
 
 class RulesPolicy:
@@ -136,7 +191,7 @@ def load_policy(setting: Any) -> Policy:
     for method in ("can_subscribe", "can_push"):
         if not callable(getattr(policy, method, None)):
             raise TypeError(f"permission policy {setting!r} has no {method}() method")
-    return policy
+    return cast(Policy, policy)
 
 
 async def ask(method: Any, *args: Any) -> bool:

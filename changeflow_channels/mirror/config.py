@@ -8,8 +8,8 @@
 Each entry becomes a ``ModelFlow``: the model, the events it pushes (``c`` create,
 ``u`` update, ``d`` delete), the fields sent besides the primary key (always sent,
 as ``"id"``) and its stream, ``<CHANGEFLOW_MODELS_DB>.<app_label>_<model_name>``.
-The system checks (``checks_models``) and the signal registration (``model_flow``)
-read the settings through ``load_flows``, so both agree on what is valid.
+The system checks (``checks``) and the signal registration (``signals``) read the
+settings through ``load_flows``, so both agree on what is valid.
 """
 
 from __future__ import annotations
@@ -28,22 +28,23 @@ EVENT_LETTERS = "cud"
 OPTIONS = ("events", "fields", "exclude")
 DEFAULT_EVENTS = "cud"
 
-# The codes name the kind of mistake; checks_models maps them to check ids.
-NOT_A_DICT = "not_a_dict"
-UNKNOWN_MODEL = "unknown_model"
-UNKNOWN_FIELD = "unknown_field"
-BAD_EVENTS = "bad_events"
-FIELDS_AND_EXCLUDE = "fields_and_exclude"
-UNKNOWN_OPTION = "unknown_option"
-BAD_NAME = "bad_name"
+# What each kind of mistake is reported as by ``manage.py check``.
+NOT_A_DICT = "changeflow_channels.E020"
+UNKNOWN_MODEL = "changeflow_channels.E021"
+UNKNOWN_FIELD = "changeflow_channels.E022"
+BAD_EVENTS = "changeflow_channels.E023"
+FIELDS_AND_EXCLUDE = "changeflow_channels.E024"
+UNKNOWN_OPTION = "changeflow_channels.E025"
+BAD_NAME = "changeflow_channels.E026"
 
 
 class ModelConfigError(ValueError):
-    """A ``CHANGEFLOW_MODELS`` entry that cannot be used; ``code`` says which kind."""
+    """A ``CHANGEFLOW_MODELS`` entry that cannot be used; ``check_id`` names its kind,
+    ``hint`` says what would do."""
 
-    def __init__(self, code: str, message: str, hint: str = "") -> None:
+    def __init__(self, check_id: str, message: str, hint: str = "") -> None:
         super().__init__(message)
-        self.code = code
+        self.check_id = check_id
         self.hint = hint
 
 
@@ -193,6 +194,19 @@ def parse_entry(model_label: Any, entry: Any, database: str) -> ModelFlow:
     )
 
 
+def models_db_problem(database: Any) -> ModelConfigError | None:
+    """What is wrong with ``CHANGEFLOW_MODELS_DB``, or None."""
+    try:
+        validate_name(database, "database")
+    except InvalidName as error:
+        return ModelConfigError(
+            BAD_NAME,
+            f"CHANGEFLOW_MODELS_DB: {error}.",
+            hint='Model tables go into this RethinkDB database; the default is "django".',
+        )
+    return None
+
+
 def load_flows(conf: ChangeflowSettings) -> tuple[list[ModelFlow], list[ModelConfigError]]:
     """Every valid entry of ``CHANGEFLOW_MODELS``, and the errors of the others."""
     if not isinstance(conf.models, dict):
@@ -204,16 +218,9 @@ def load_flows(conf: ChangeflowSettings) -> tuple[list[ModelFlow], list[ModelCon
             )
         ]
     if conf.models:
-        try:
-            validate_name(conf.models_db, "database")
-        except InvalidName as error:
-            return [], [
-                ModelConfigError(
-                    BAD_NAME,
-                    f"CHANGEFLOW_MODELS_DB: {error}.",
-                    hint='Model tables go into this RethinkDB database; the default is "django".',
-                )
-            ]
+        problem = models_db_problem(conf.models_db)
+        if problem:
+            return [], [problem]
     flows: list[ModelFlow] = []
     errors: list[ModelConfigError] = []
     for model_label, entry in conf.models.items():

@@ -32,21 +32,33 @@ RETENTION_KEYS = ("field", "max_age", "max_rows")
 FIELD_RE = re.compile(r"[A-Za-z0-9_$-]+")
 INDEX_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 
-# What each kind of problem is reported as by ``manage.py check``.
+# What each kind of problem is reported as by ``manage.py check``, and its hint.
 BAD_STREAM = "changeflow_channels.E010"
 UNKNOWN_KEY = "changeflow_channels.E011"
 BAD_PRIMARY_KEY = "changeflow_channels.E012"
 BAD_INDEX = "changeflow_channels.E013"
 BAD_RETENTION = "changeflow_channels.E014"
 BAD_RETENTION_FIELD = "changeflow_channels.E015"
+HINTS = {
+    BAD_STREAM: 'Keys are "database.table" streams with names of A-Z, a-z, 0-9, _ and -.',
+    UNKNOWN_KEY: 'A table takes "primary_key", "indexes" and "retention"; a '
+    'retention takes "field" and one of "max_age" or "max_rows".',
+    BAD_PRIMARY_KEY: 'For example "primary_key": "uid" (the default is "id").',
+    BAD_INDEX: 'For example "indexes": ["created", ["by_user_and_day", ["user", "day"]]].',
+    BAD_RETENTION: 'For example "retention": {"field": "created", "max_age": 86400} '
+    'or {"field": "created", "max_rows": 1000}.',
+    BAD_RETENTION_FIELD: "Name the document field holding the time (or a simple index on it).",
+}
 
 
 class TableConfigError(ValueError):
-    """One problem in ``CHANGEFLOW_TABLES``; ``check_id`` names its kind."""
+    """One problem in ``CHANGEFLOW_TABLES``; ``check_id`` names its kind, ``hint`` says
+    what would do."""
 
     def __init__(self, message: str, check_id: str) -> None:
         super().__init__(message)
         self.check_id = check_id
+        self.hint = HINTS[check_id]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,108 @@
+"""What each single-value ``CHANGEFLOW_*`` setting must be: a kind (seconds, a count, a
+flag, a port...) and what the setting is (or a hint of its own), for ``checks`` to report
+a bad value the same way whichever setting it is: "<setting> must be <kind>, not <value>"."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Channel names are below 100 characters; the worker's own sync channels add
+# ".sync.<12 hex digits>" to CHANGEFLOW_CHANNEL.
+MAX_CHANNEL_LENGTH = 80
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_positive_number(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value) and value > 0
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# kind: (is it valid, what it must be)
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seconds": (is_positive_number, "a positive number of seconds"),
+    "positive": (is_positive_number, "a positive number"),
+    "count": (lambda v: is_integer(v) and v > 0, "a positive integer"),
+    "count0": (lambda v: is_integer(v) and v >= 0, "an integer of at least 0"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "age": (
+        lambda v: is_positive_number(v) or (isinstance(v, timedelta) and v > timedelta(0)),
+        "a positive number of seconds",
+    ),
+    "channel": (
+        lambda v: (
+            isinstance(v, str) and bool(CHANNEL_RE.fullmatch(v)) and len(v) <= MAX_CHANNEL_LENGTH
+        ),
+        "a channel name",
+    ),
+    "redis": (
+        lambda v: v is None or (isinstance(v, str) and v.startswith(REDIS_SCHEMES)),
+        "a Redis URL or None",
+    ),
+    "port": (
+        lambda v: v is None or (is_integer(v) and 0 <= v <= 65535),
+        "a TCP port number or None",
+    ),
+}
+
+# attribute: (id, kind, what it is)
+PLAIN: dict[str, tuple[str, str, str]] = {
+    "verbose": ("E028", "bool", "whether every change and push is logged at INFO"),
+    "handler_timeout": ("E029", "seconds", "the seconds one hook call may take"),
+    "push_timeout": ("E030", "seconds", "the seconds a push is retried while RethinkDB is away"),
+    "history": ("E031", "count0", "the changes kept per table to fill gaps (0: none)"),
+    "snapshot_limit": ("E032", "count", "the largest table kept in memory for exact snapshots"),
+    "recheck_every": ("E034", "seconds", "the seconds between permission re-checks"),
+    "max_frame_bytes": ("E036", "count", "the largest frame a client may send, in bytes"),
+    "max_subscriptions": ("E037", "count", "the most subscriptions per connection"),
+    "push_rate": ("E038", "positive", "the pushes per second a connection may make"),
+    "max_document_bytes": ("E039", "count", "the largest pushed data, in bytes of JSON"),
+    "send_queue": ("E040", "count", "the most frames waiting for a slow client"),
+    "send_queue_bytes": ("E041", "count", "the most bytes waiting for a slow client"),
+    "batch_size": ("E042", "count", "the most changes of a table in one batch message"),
+    "batch_bytes": ("E043", "count", "about the largest batch message, in bytes"),
+    "sync_timeout": ("E044", "seconds", "the seconds a consumer waits for a sync answer"),
+    "metrics_per_table": ("E045", "bool", "whether each table has its own metrics label"),
+    "clean_every": ("E016", "seconds", "the seconds between two autoclean rounds"),
+    "lease_time": ("E006", "seconds", "the seconds a worker's lease on a table lasts"),
+}
+
+
+# attribute: (id, kind, hint), for values whose hint is an example rather than the default.
+HINTED: dict[str, tuple[str, str, str]] = {
+    "channel": (
+        "E027",
+        "channel",
+        f"Use A-Z, a-z, 0-9, _, - and . only, at most {MAX_CHANNEL_LENGTH} characters; "
+        'the default is "changeflow".',
+    ),
+    "token_max_age": (
+        "E035",
+        "age",
+        "It is the lifetime of make_token() tokens (a timedelta will do too); "
+        "the default is 86400 (a day).",
+    ),
+    "redis": (
+        "E007",
+        "redis",
+        'For example "redis://127.0.0.1:6379/0"; None uses the channel layer\'s Redis.',
+    ),
+    "metrics_port": ("E008", "port", "For example 9108; None serves no metrics from the worker."),
+}
+
+
+def is_valid(attribute: str, value: Any) -> bool:
+    """Whether ``value`` is of the kind the setting ``attribute`` must be."""
+    _, kind, _ = PLAIN[attribute] if attribute in PLAIN else HINTED[attribute]
+    return KINDS[kind][0](value)
