@@ -11,6 +11,9 @@ from django.test import override_settings
 
 from changeflow_channels.consumers import ChangeflowConsumer
 
+# The consumer closes stale database connections around each message.
+pytestmark = pytest.mark.django_db
+
 SETTINGS = {
     "CHANNEL_LAYERS": {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
     "CHANGEFLOW_PERMISSIONS": "changeflow_channels.permissions.AllowAllPolicy",
