@@ -89,11 +89,14 @@ class Reconnecting:
         await self.discard()
 
 
-def is_connection_error(error: BaseException) -> bool:
-    """Errors that mean "the connection is gone", not "the query was wrong"."""
-    if isinstance(error, ReqlDriverError | ConnectionError | OSError | asyncio.TimeoutError):
+def is_connection_error(error: BaseException, conn: Any = None) -> bool:
+    """Errors that mean "the connection is gone", not "the query was wrong": the
+    driver's own (``ReqlDriverError``, its timeouts included), the socket's, a
+    timeout; and any ``ReqlError`` once ``conn`` is closed (a cursor whose
+    connection closed raises a plain ``ReqlRuntimeError``)."""
+    if isinstance(error, ReqlDriverError | OSError | asyncio.TimeoutError):
         return True
-    return isinstance(error, ReqlError) and "Connection is closed" in str(error)
+    return conn is not None and isinstance(error, ReqlError) and not conn.is_open()
 
 
 async def keepalive(r: RethinkDB, conn: Any, label: str) -> None:
@@ -203,7 +206,7 @@ class Follower:
         except Exception as error:
             if self.stopping:
                 return True
-            if is_connection_error(error):
+            if is_connection_error(error, conn):
                 logger.warning(
                     "%s: RethinkDB unavailable (%s); retrying in %g s", self.label, error, retry_in
                 )

@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from rethinkdb import RethinkDB
-from rethinkdb.errors import ReqlOpFailedError
 
 from ..rethink import close_quietly, connect, new_driver
 from ..rethinkdb_url import parse_rethinkdb_url
+from ..tables.ddl import create_table
 from .config import ModelFlow
 from .serializer import serialize
 
@@ -57,20 +57,9 @@ def _hashable(key: Any) -> Any:
 
 
 async def ensure_table(r: RethinkDB, conn: Any, database: str, table: str) -> None:
-    """Create ``database.table`` (primary key ``"id"``) when missing; wait until it is ready."""
-    try:
-        if database not in await r.db_list().run(conn):
-            await r.db_create(database).run(conn)
-    except ReqlOpFailedError as error:
-        if "already exists" not in str(error):
-            raise
-    try:
-        if table not in await r.db(database).table_list().run(conn):
-            await r.db(database).table_create(table, primary_key="id").run(conn)
-    except ReqlOpFailedError as error:
-        if "already exists" not in str(error):
-            raise
-    await r.db(database).table(table).wait().run(conn)
+    """Create ``database.table`` (primary key ``"id"``) when missing, as the worker
+    does (racing creates included); wait until it is ready."""
+    await create_table(r, conn, database, table)
     config = await r.db(database).table(table).config().run(conn)
     if config["primary_key"] != "id":
         raise SyncError(

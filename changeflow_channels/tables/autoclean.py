@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rethinkdb import RethinkDB
-from rethinkdb.errors import ReqlError
+from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
 from ..rethink import Follower, is_connection_error
 from ..rethinkdb_url import RethinkDBAddress
 from .config import Retention, TableConfig, TablesConfig
-from .ddl import is_missing_error
+from .ddl import table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,11 @@ async def clean_table(
         for selection in _expired(r, table, retention, result.indexed):
             result.deleted += await _delete_in_batches(selection, conn, batch)
     except ReqlError as error:
-        if is_connection_error(error):
+        if is_connection_error(error, conn):
             raise
-        if is_missing_error(error):
+        if isinstance(error, ReqlOpFailedError) and not await table_exists(
+            r, conn, config.database, config.table
+        ):
             result.missing = True
         else:
             result.error = getattr(error, "message", None) or str(error)

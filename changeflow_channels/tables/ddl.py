@@ -13,13 +13,21 @@ from .config import IndexSpec, TableConfig, TablesConfig
 logger = logging.getLogger(__name__)
 
 
-def is_missing_error(error: Exception) -> bool:
-    """``Database `x` does not exist.`` / ``Table `x.y` does not exist.``"""
-    return isinstance(error, ReqlOpFailedError) and "does not exist" in str(error)
+# RethinkDB says "does not exist" and "already exists" with one error class,
+# ReqlOpFailedError, as for other refusals: after such an error RethinkDB is asked
+# what is there, the error's text is never read.
 
 
-def is_exists_error(error: Exception) -> bool:
-    return isinstance(error, ReqlOpFailedError) and "already exists" in str(error)
+async def database_exists(r: RethinkDB, conn: Any, database: str) -> bool:
+    return bool(await r.db_list().contains(database).run(conn))
+
+
+async def table_exists(r: RethinkDB, conn: Any, database: str, table: str) -> bool:
+    """Whether ``database.table`` exists (False when the database does not)."""
+    query = r.branch(
+        r.db_list().contains(database), r.db(database).table_list().contains(table), False
+    )
+    return bool(await query.run(conn))
 
 
 async def create_table(
@@ -27,23 +35,23 @@ async def create_table(
 ) -> None:
     """Create the database and the table unless they exist; wait until the table is ready.
 
-    Two workers (or two pushes) may race to create the same table: "already
-    exists" is success here, two tables of one name are made one again, and
+    Two workers (or two pushes) may race to create the same table: a refused
+    create of what exists now is success here, two tables of one name are made one again, and
     ``wait()`` makes sure the table is ready before anyone writes to it or
     opens its changefeed.
     """
     try:
         await r.db_create(database).run(conn)
         logger.info("created database %s", database)
-    except ReqlOpFailedError as error:
-        if not is_exists_error(error):
+    except ReqlOpFailedError:
+        if not await database_exists(r, conn, database):
             raise
     options = {} if primary_key == "id" else {"primary_key": primary_key}
     try:
         await r.db(database).table_create(table, **options).run(conn)
         logger.info("created table %s.%s (primary key %s)", database, table, primary_key)
-    except ReqlOpFailedError as error:
-        if not is_exists_error(error):
+    except ReqlOpFailedError:
+        if not await table_exists(r, conn, database, table):
             raise
     # Racing creates (another worker, another client) may have made two tables.
     await repair_table(r, conn, database, table)
@@ -83,8 +91,8 @@ async def create_indexes(r: RethinkDB, conn: Any, config: TableConfig) -> list[s
         try:
             await index_create_query(r, table, index).run(conn)
             logger.info("created index %s on %s", index.name, config.stream)
-        except ReqlOpFailedError as error:
-            if not is_exists_error(error):
+        except ReqlOpFailedError:
+            if index.name not in await table.index_list().run(conn):
                 raise
     return [index.name for index in config.indexes]
 

@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from rethinkdb import RethinkDB
+from rethinkdb.errors import ReqlError
 
 from ..rethink import Follower, is_connection_error
 from ..rethinkdb_url import RethinkDBAddress
@@ -73,8 +74,8 @@ class TableSetup(Follower):
         try:
             await create_table(self.r, conn, config.database, config.table, config.primary_key)
             return await create_indexes(self.r, conn, config)
-        except Exception as error:
-            if is_connection_error(error):
+        except ReqlError as error:
+            if is_connection_error(error, conn):
                 raise
             logger.error("cannot set up table %s: %s", config.stream, error)
             return None
@@ -83,7 +84,7 @@ class TableSetup(Follower):
         try:
             await wait_indexes(self.r, conn, config, names)
             logger.info("table %s ready: indexes %s", config.stream, ", ".join(names))
-        except Exception as error:
-            if is_connection_error(error):
+        except ReqlError as error:
+            if is_connection_error(error, conn):
                 raise
             logger.error("waiting for the indexes of %s failed: %s", config.stream, error)

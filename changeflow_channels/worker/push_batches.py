@@ -235,7 +235,7 @@ async def _write_group(writer: PushWriter, items: list[Received]) -> None:
         counts: dict[str, Any] | None = await writer.insert_once(
             first.database, first.table, documents
         )
-    except Exception as error:
+    except (ReqlError, OSError, asyncio.TimeoutError) as error:
         if is_connection_error(error):
             await writer.connection.discard()
         logger.warning(

@@ -21,7 +21,7 @@ from ..pushes import (
     error_result,
 )
 from ..rethink import Reconnecting, is_connection_error
-from ..tables.ddl import TableRegistry, is_missing_error, repair_table
+from ..tables.ddl import TableRegistry, repair_table, table_exists
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ WRITE_TIMEOUT = 5.0
 class PushWriter:
     """Applies pushes, creating a missing database and table first.
 
-    The write is tried optimistically; only a "does not exist" error costs the
-    extra round trips of creating the table. While RethinkDB is unreachable the
+    The write is tried optimistically; only a refused write costs the extra
+    round trips of asking whether the table exists (and creating it if not). While RethinkDB is unreachable the
     push is retried until ``deadline`` seconds have passed, and then answered
     with an error: it is never acknowledged before RethinkDB did.
     """
@@ -71,12 +71,15 @@ class PushWriter:
         delay = 0.1
         created = False
         while True:
+            conn = None
             try:
                 conn = await self.connection.get()
                 try:
                     counts = await self._apply_in_time(conn, request, retry)
-                except ReqlOpFailedError as error:
-                    if not created and is_missing_error(error):
+                except ReqlOpFailedError:
+                    if not created and not await table_exists(
+                        self.r, conn, request.database, request.table
+                    ):
                         await self.tables.ensure(conn, request.database, request.table)
                         created = True
                     elif await self._writable(conn, request, give_up):
@@ -88,11 +91,9 @@ class PushWriter:
                 return push_result(request, counts, generated)
             except PushError as error:
                 return error_result(request.id, str(error), INVALID)
-            except Exception as error:
-                if not is_connection_error(error):
-                    if isinstance(error, ReqlError):
-                        return error_result(request.id, error.message, REJECTED)
-                    raise
+            except (ReqlError, OSError, asyncio.TimeoutError) as error:
+                if isinstance(error, ReqlError) and not is_connection_error(error, conn):
+                    return error_result(request.id, error.message, REJECTED)
                 await self.connection.discard()
                 # The write may have happened before the connection broke.
                 retry = True
@@ -150,8 +151,8 @@ class PushWriter:
         query = self.r.db(database).table(table).insert(self.r.expr(documents, EXPR_DEPTH))
         try:
             return await asyncio.wait_for(query.run(conn), WRITE_TIMEOUT)
-        except ReqlError as error:
-            if not is_missing_error(error):
+        except ReqlOpFailedError:
+            if await table_exists(self.r, conn, database, table):
                 raise
         # Nothing was written: the table did not exist.
         await self.tables.ensure(conn, database, table)

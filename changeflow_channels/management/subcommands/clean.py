@@ -13,6 +13,7 @@ from argparse import ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from rethinkdb.errors import ReqlDriverError, ReqlError
 
 from changeflow_channels.conf import get_settings
 from changeflow_channels.rethink import close_quietly, connect, is_connection_error, new_driver
@@ -75,17 +76,15 @@ class Cleaner:
         """One round; True when every table was cleaned."""
         try:
             conn = await connect(self.r, self.address)
-        except Exception as error:
-            if not is_connection_error(error):
-                raise
+        except ReqlDriverError as error:
             self.command.stderr.write(
                 f"cannot reach RethinkDB at {self.address.host}:{self.address.port}: {error}"
             )
             return False
         try:
             results = await clean_tables(self.r, conn, self.tables)
-        except Exception as error:
-            if not is_connection_error(error):
+        except ReqlError as error:
+            if not is_connection_error(error, conn):
                 raise
             self.command.stderr.write(f"lost the connection to RethinkDB: {error}")
             return False
