@@ -22,7 +22,7 @@ from .pushes import (
     check_size,
 )
 from .pushes import UNAVAILABLE as PUSH_UNAVAILABLE
-from .redis_layer import ResilientChannelMixin
+from .redis_layer import LAYER_ERRORS, ResilientChannelMixin
 from .sync import SyncError, parse_since
 from .web.delivery import DeliveryMixin, LocalEvents
 from .web.filters import FilterError, parse_filter
@@ -121,7 +121,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         a lost permission: the user is loaded afresh and the policy asked again."""
         try:
             await self.recheck()
-        except Exception:
+        except Exception:  # a timer's boundary (the policy and the user loader are user code)
             logger.exception("permission re-check failed; keeping the subscriptions")
         finally:
             self.events.later(self.settings.recheck_every, RECHECK)
@@ -171,7 +171,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
                 await self.close(code=CLOSE_ABUSE)
                 return
             await self.send_frame(error_frame(error.code, error.message, error.request_id))
-        except Exception:
+        except Exception:  # one frame's boundary: logged, answered with a code
             logger.exception("websocket frame failed")
             await self.send_frame(
                 error_frame(UNAVAILABLE, "the server could not handle this frame", request_id)
@@ -230,7 +230,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         if not self.subscriptions_of(stream):
             try:
                 await self.channel_layer.group_add(stream, self.channel_name)
-            except Exception as error:
+            except LAYER_ERRORS as error:
                 raise FrameError(
                     UNAVAILABLE, f"channel layer unavailable: {error!r}", request_id
                 ) from None
@@ -274,7 +274,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             return  # another subscription still needs the group
         try:
             await self.channel_layer.group_discard(stream, self.channel_name)
-        except Exception as error:
+        except LAYER_ERRORS as error:
             logger.warning("group_discard(%s) failed: %r", stream, error)
 
     async def _push(self, frame: dict[str, Any]) -> None:
@@ -308,7 +308,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             raise FrameError(BAD_REQUEST, str(error), request_id) from None
         try:
             await self.channel_layer.send(self.settings.channel, message)
-        except Exception as error:
+        except LAYER_ERRORS as error:
             raise FrameError(
                 UNAVAILABLE, f"channel layer unavailable: {error!r}", request_id
             ) from None

@@ -25,9 +25,11 @@ from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
 
-from channels.exceptions import StopConsumer
+from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,12 @@ OLDEST_KNOWN = (4, 2)
 FIRST_UNKNOWN = (4, 4)
 # A group nobody is in: discarding from it is the cheapest command that needs Redis.
 PROBE_GROUP = "changeflow-probe"
+
+# What Redis (the leases, channels_redis) raises when it is down or slow.
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, asyncio.TimeoutError)
+# What a channel layer's send, group_add or group_discard raises when the layer is
+# down, slow or full.
+LAYER_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ChannelFull)
 
 
 def channels_redis_version() -> tuple[int, int] | None:
@@ -55,10 +63,6 @@ def internals_known() -> bool:
     """Whether the installed channels_redis is one whose internals are tested here."""
     version = channels_redis_version()
     return version is not None and OLDEST_KNOWN <= version < FIRST_UNKNOWN
-
-
-def _is_idle_timeout(error: BaseException) -> bool:
-    return type(error).__name__ == "TimeoutError" and type(error).__module__.startswith("redis")
 
 
 async def receive_forever(
@@ -90,9 +94,9 @@ async def receive_forever(
             return await (receive or channel_layer.receive)(channel)
         except asyncio.CancelledError:
             raise
-        except Exception as error:
-            if _is_idle_timeout(error):
-                continue
+        except RedisTimeoutError:
+            continue  # an idle connection's socket_timeout: receive again
+        except Exception as error:  # the receive loop's boundary: logged, retried with backoff
             failed = True
             if should_stop is not None and should_stop():
                 return None
@@ -198,7 +202,7 @@ def exclusive_pop(channel_layer: Any) -> Pop | None:
         # One undecodable message must not cost the others popped with it.
         try:
             return channel_layer.deserialize(member)
-        except Exception as error:
+        except Exception as error:  # one message's boundary: logged, the others go on
             logger.error("dropped an undecodable message: %r", error)
             return None
 

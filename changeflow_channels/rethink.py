@@ -105,9 +105,7 @@ async def keepalive(r: RethinkDB, conn: Any, label: str) -> None:
         await asyncio.sleep(PING_EVERY)
         try:
             await asyncio.wait_for(r.expr(1).run(conn), PING_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
+        except (ReqlError, OSError, asyncio.TimeoutError) as error:
             logger.warning("%s: RethinkDB did not answer a ping (%r); reconnecting", label, error)
             close_soon(conn)
             return
@@ -203,7 +201,7 @@ class Follower:
             if self.stopping:
                 return True
             return await session(conn)
-        except Exception as error:
+        except Exception as error:  # a session's boundary: logged, then the loop goes on
             if self.stopping:
                 return True
             if is_connection_error(error, conn):

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
 from rethinkdb import RethinkDB
+from rethinkdb.errors import ReqlDriverError
 
 from ..rethink import close_quietly, connect, new_driver
 from ..rethinkdb_url import parse_rethinkdb_url
@@ -81,7 +82,7 @@ class ModelSync:
     def __enter__(self) -> ModelSync:
         try:
             self.conn = self._run(connect(self.r, self.address))
-        except Exception:
+        except ReqlDriverError:
             self.loop.close()
             raise
         return self

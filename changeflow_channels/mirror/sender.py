@@ -28,6 +28,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from ..conf import get_settings
+from ..redis_layer import LAYER_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +89,16 @@ class RetryQueue:
             return len(self._items)
 
     def submit(self, message: dict[str, Any]) -> None:
-        """Send ``message`` now, or queue it for the retry thread. Never raises."""
+        """Send ``message`` now, or queue it for the retry thread if the channel layer
+        fails. Anything else (no layer configured) is raised, to ``on_commit(robust=True)``,
+        which logs it."""
         with self._cond:
             if self._items:  # others wait: keep the order
                 self._append(message)
                 return
         try:
             async_to_sync(self._send)(message)
-        except Exception as error:
+        except LAYER_ERRORS as error:
             logger.warning(
                 "changeflow: could not send the push (%s): %s; queued for retry",
                 _describe(message),
@@ -148,7 +151,7 @@ class RetryQueue:
                 message = self._items[0]
             try:
                 loop.run_until_complete(self._send(message))
-            except Exception as error:
+            except Exception as error:  # the retry thread's loop: it must go on
                 attempts += 1
                 logger.warning(
                     "changeflow: retry %d of a queued push failed (%s); %d waiting, next try in %.1f s",

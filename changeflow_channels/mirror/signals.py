@@ -48,7 +48,7 @@ def _saved(sender: type[Model], instance: Model, created: bool, using: str, **kw
         return
     try:
         message = build_push(flow.database, flow.table, serialize(instance, flow), op="upsert")
-    except Exception:
+    except Exception:  # the model's serialization is user code: logged, the save goes on
         logger.exception(
             "changeflow: could not serialise %s pk=%r; not pushed", flow.label, instance.pk
         )
@@ -64,7 +64,7 @@ def _deleted(sender: type[Model], instance: Model, using: str, **kwargs: Any) ->
         message = build_push(
             flow.database, flow.table, None, op="delete", key=document_key(instance)
         )
-    except Exception:
+    except Exception:  # the model's key is user code: logged, the delete goes on
         logger.exception(
             "changeflow: could not push the delete of %s pk=%r", flow.label, instance.pk
         )

@@ -20,6 +20,7 @@ from channels.consumer import get_handler_name
 
 from ..changes import BATCH_TYPE, CHANGE_TYPE
 from ..permissions import RowRuleError, apply_row_rule, has_row_rule
+from ..redis_layer import LAYER_ERRORS
 from ..sync import SYNC_TYPE, sync_channel
 from .filters import seen_through
 from .protocol import UNAVAILABLE, batch_text, change_frame, encode, error_frame
@@ -143,7 +144,7 @@ class DeliveryMixin:
                 await getattr(self, get_handler_name(message))(message)
             else:
                 await super().dispatch(message)  # type: ignore[misc]
-        except Exception:
+        except Exception:  # one message's boundary (row rules are user code)
             # A bug must not close the connection: positions are per change, so a
             # change skipped here is a gap the next one finds (and heals or resyncs).
             logger.exception("delivering a %r message failed; the connection stays open", kind)
@@ -226,7 +227,7 @@ class DeliveryMixin:
         for stream in {sub.stream for sub in self.subscriptions.values()}:
             try:
                 await self.channel_layer.group_add(stream, self.channel_name)
-            except Exception as error:
+            except LAYER_ERRORS as error:
                 logger.warning("could not rejoin %s: %r", stream, error)
         for sub in list(self.subscriptions.values()):
             await self.perform(sub, sub.layer_recovered(), [])
@@ -345,5 +346,5 @@ class DeliveryMixin:
         }
         try:
             await self.channel_layer.send(sync_channel(self.settings.channel), message)
-        except Exception as error:
+        except LAYER_ERRORS as error:
             logger.warning("sync request for %s not sent: %r", sub.stream, error)

@@ -10,7 +10,10 @@ import asyncio
 import time
 from typing import Any
 
+from rethinkdb.errors import ReqlError
+
 from ..conf import ChangeflowSettings
+from ..redis_layer import REDIS_ERRORS
 from ..rethink import close_quietly, connect, new_driver
 from ..rethinkdb_url import parse_rethinkdb_url
 from .leases import RedisTarget, read_registry, redis_target
@@ -29,7 +32,7 @@ async def redis_health(target: RedisTarget) -> dict[str, Any]:
     try:
         _, latency = await _timed(target.redis.ping())
         info = await asyncio.wait_for(target.redis.info("server"), TIMEOUT)
-    except Exception as error:
+    except REDIS_ERRORS as error:
         return {"ok": False, "address": target.description, "error": repr(error)}
     return {
         "ok": True,
@@ -53,7 +56,7 @@ async def rethinkdb_health(settings: ChangeflowSettings) -> tuple[dict[str, Any]
         if not isinstance(rows, list):
             rows = [row async for row in rows]
         latency = round((time.perf_counter() - started) * 1000, 2)
-    except Exception as error:
+    except (ReqlError, OSError, asyncio.TimeoutError) as error:
         return {"ok": False, "address": where, "error": repr(error)}, []
     finally:
         await close_quietly(conn)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from rethinkdb import RethinkDB
-from rethinkdb.errors import ReqlOpFailedError
+from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
 from .. import metrics
 from ..changes import build_change, change_message
@@ -152,5 +152,5 @@ class TableFeed(Follower):
             return self.table in await self.r.db(self.database).table_list().run(conn)
         except ReqlOpFailedError:
             return False
-        except Exception:
+        except ReqlError:  # the connection lost meanwhile: cannot tell
             return True

@@ -49,7 +49,7 @@ class DaemonThreadExecutor(concurrent.futures.Executor):
                 return
             try:
                 future.set_result(fn(*args, **kwargs))
-            except BaseException as error:
+            except BaseException as error:  # a thread's boundary: the caller gets the error
                 future.set_exception(error)
 
         threading.Thread(target=run, name="changeflow-hook", daemon=True).start()
@@ -81,7 +81,7 @@ def load_handler(module_path: str) -> Handler:
     """Import ``module_path`` and take its ``flow_handlers``."""
     try:
         module = importlib.import_module(module_path)
-    except Exception as error:
+    except Exception as error:  # the user's module: any error, told as a HandlerError
         raise HandlerError(f"cannot import handler module {module_path!r}: {error}") from error
     func = getattr(module, HANDLER_NAME, None)
     if not callable(func):
@@ -170,7 +170,7 @@ class HookRunner:
                     table,
                     "" if handler.is_async else " (its thread may still be running)",
                 )
-            except Exception:
+            except Exception:  # a call into user code: counted and logged
                 handler_metrics.exceptions.inc()
                 logger.exception(
                     "handler %s failed on a change of %s.%s", handler.name, database, table

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import metrics
 from ..changes import BATCH_TYPE
+from ..redis_layer import LAYER_ERRORS
 from .group_sender import GroupSender, MessageTooLarge, Sent
 from .hooks import HookRunner
 
@@ -196,9 +197,7 @@ class Delivery:
         while True:
             try:
                 return await self.sender.send(group, message, max_bytes)
-            except (asyncio.CancelledError, MessageTooLarge):
-                raise
-            except Exception as error:
+            except LAYER_ERRORS as error:
                 if not self._may_send(group):
                     logger.warning("%s: changes not sent: lease lost (%r)", group, error)
                     return None

@@ -142,7 +142,8 @@ async def learn_primary_keys(
                 await asyncio.wait_for(
                     writer.tables.primary_key(conn, database, table), WRITE_TIMEOUT
                 )
-    except Exception as error:  # the writes that follow will retry, or answer the error
+    except (ReqlError, OSError, asyncio.TimeoutError) as error:
+        # RethinkDB unreachable: the writes that follow will retry, or answer the error.
         logger.debug("primary keys not looked up: %r", error)
     return [
         receive(item.message, writer, max_bytes)
@@ -319,7 +320,7 @@ class PushPipeline:
                 messages.append(self.waiting.popleft())
             try:
                 await self._round(messages)
-            except Exception:  # a bug of ours must not stop the pushes after these
+            except Exception:  # a round's boundary: a bug must not stop the pushes after these
                 logger.exception("push round of %d messages failed", len(messages))
 
     async def _answered(self) -> None:
@@ -388,9 +389,6 @@ class PushPipeline:
 
         async def send_in_order(channel: str, results: list[dict[str, Any]]) -> None:
             for result in results:
-                try:
-                    await self.send_reply(channel, result)
-                except Exception:
-                    logger.exception("could not answer on %s", channel)
+                await self.send_reply(channel, result)  # logs a failure, never raises
 
         await asyncio.gather(*(send_in_order(c, results) for c, results in by_channel.items()))

@@ -28,7 +28,8 @@ async def send_reply(channel_layer: Any, channel: str, answer: dict[str, Any]) -
             if attempt + 1 < REPLY_ATTEMPTS:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        except Exception as error:  # the layer is down: the sender's own timeout tells it
+        except Exception as error:  # the answer's boundary: logged, never raised
+            # (the layer down, mostly: the sender's own timeout tells it)
             logger.warning("could not answer on %s: %r", channel, error)
             return
     logger.warning("could not answer on %s: the channel stayed full", channel)

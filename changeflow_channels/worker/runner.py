@@ -21,7 +21,7 @@ from .. import metrics
 from ..conf import ChangeflowSettings, get_settings
 from ..names import InvalidName
 from ..pushes import INVALID, error_result
-from ..redis_layer import exclusive_pop, receive_forever
+from ..redis_layer import LAYER_ERRORS, exclusive_pop, receive_forever
 from ..rethink import first_of
 from ..sync import SYNC_TYPE, sync_channel
 from .catchup import Catchup
@@ -213,7 +213,7 @@ class ChangeflowWorker:
         background tasks; cancelled, they would hand the messages out again."""
         wait_received = getattr(self.channel_layer, "wait_received", None)
         if wait_received is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*LAYER_ERRORS):
                 await asyncio.wait_for(wait_received(), 5)
 
     async def _drain_pushes(self) -> None:
@@ -228,10 +228,7 @@ class ChangeflowWorker:
         metrics.count_push(None)
         reply = message.get("reply_channel") if isinstance(message, dict) else None
         if isinstance(reply, str) and reply:
-            with contextlib.suppress(Exception):
-                await self.channel_layer.send(
-                    reply, error_result(message.get("id"), error, INVALID)
-                )
+            await self.reply(reply, error_result(message.get("id"), error, INVALID))
 
 
 class WorkerConfigError(Exception):

@@ -30,6 +30,7 @@ import time
 from typing import Any, Protocol
 
 from .. import metrics
+from ..redis_layer import REDIS_ERRORS
 from .leases import LeaseStore
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class TableSharing:
                 if taken and not (stream in self.candidates and self._acquiring):
                     await self.store.release([stream])
                     taken = False
-            except Exception as error:
+            except REDIS_ERRORS as error:
                 logger.warning("%s: could not claim its lease (%r)", stream, error)
                 taken = False
             if taken:
@@ -210,8 +211,8 @@ class TableSharing:
             while not self._task.done():
                 self._task.cancel()
                 await asyncio.wait({self._task}, timeout=self.tick)
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                self._task.result()
+            if not self._task.cancelled() and (error := self._task.exception()) is not None:
+                logger.error("leases: the rounds ended with %r", error)
         held = list(self.held)
         self.held.clear()
         metrics.LEASES_HELD.set(0)
@@ -220,9 +221,9 @@ class TableSharing:
             await self.store.unregister()
             if held:
                 logger.info("released the leases of %d table(s)", len(held))
-        except Exception as error:
+        except REDIS_ERRORS as error:
             logger.warning("could not release leases at shutdown (%r): they expire", error)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.store.close()
 
     # -- the rounds ---------------------------------------------------------------
@@ -246,10 +247,12 @@ class TableSharing:
                     self._failing = False
                 except asyncio.CancelledError:
                     raise
-                except Exception as error:
+                except REDIS_ERRORS as error:
                     if not self._failing:
                         logger.warning("leases: Redis unavailable (%r); retrying", error)
                     self._failing = True
+                except Exception:  # a round's boundary: the next round tries again
+                    logger.exception("leases: a round failed; retrying")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.tick)
         finally:
