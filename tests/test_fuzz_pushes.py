@@ -39,6 +39,7 @@ from changeflow_channels.pushes import (
     check_size,
     parse_push,
 )
+from changeflow_channels.worker import push_batches
 from changeflow_channels.worker.flow import Flow
 from changeflow_channels.worker.runner import ChangeflowWorker
 
@@ -322,3 +323,22 @@ async def test_a_lone_surrogate_push_is_answered_by_the_push_consumer(push_consu
 
 
 # The same hostile pushes through the real worker: tests/bridge/test_fuzz_worker.py
+
+
+async def test_a_bug_while_writing_a_round_still_answers_each_of_its_pushes(
+    push_consumer, monkeypatch
+) -> None:
+    worker, layer = push_consumer
+
+    async def buggy(writer: Any, items: Any) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(push_batches, "write_round", buggy)
+    reply = await layer.new_channel()
+    for n in range(3):
+        await worker.take({**MARKER, "data": {"n": n}, "reply_channel": reply, "id": n})
+    got = await answers(layer, reply, 3)
+    assert [(a["id"], a["ok"], a["code"]) for a in got] == [
+        (n, False, "unavailable") for n in range(3)
+    ]
+    assert all("a bug of ours" in a["error"] for a in got)

@@ -329,12 +329,19 @@ class PushPipeline:
             self.answering = None
 
     async def _round(self, messages: list[dict[str, Any]]) -> None:
+        items = [self._receive(message) for message in messages]
         try:
-            items = [self._receive(message) for message in messages]
             items = await learn_primary_keys(
                 self.flow.writer, items, self.flow.settings.max_document_bytes
             )
             await write_round(self.flow.writer, items)
+        except Exception as error:  # the round's boundary: a bug of ours; every push is answered
+            logger.exception("push round of %d messages failed", len(messages))
+            for item in items:
+                if item.result is None:
+                    item.result = error_result(
+                        item.message.get("id"), f"internal error: {error!r}", UNAVAILABLE
+                    )
         finally:
             if self.window is not None:
                 self.window.release(len(messages))
