@@ -296,6 +296,8 @@ async def test_rethinkdb_restart_mid_stream(faulty_rethinkdb, harness):
 async def test_redis_restart_mid_stream(own_redis, harness):
     h = harness(redis=own_redis.url)
     await run_fault(h, "Redis restarted", lambda: asyncio.to_thread(own_redis.restart))
+    # The layer coming back is no push: the worker refuses nothing for it.
+    assert "unknown message type" not in h.stack.worker.output
 
 
 async def test_rethinkdb_half_open_mid_stream(faulty_rethinkdb, harness):
