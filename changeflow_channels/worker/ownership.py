@@ -98,13 +98,13 @@ class SoleOwner(Ownership):
         self.feeds = feeds
 
     def start(self, discovered: asyncio.Event) -> None:
-        pass
+        """Nothing to take: each table is followed as soon as it is discovered."""
 
     def add(self, stream: str, appeared: bool) -> None:
         self.feeds.start_feed(stream, appeared)
 
     def remove(self, stream: str) -> None:
-        pass
+        """No lease to give up: the flow drops the table's feed itself."""
 
     def holds(self, stream: str) -> bool:
         return True
@@ -116,10 +116,10 @@ class SoleOwner(Ownership):
         return SyncRoute.HERE
 
     def stop_acquiring(self) -> None:
-        pass
+        """Nothing is acquired."""
 
     async def stop(self) -> None:
-        pass
+        """Nothing held to release."""
 
 
 class Leased(Ownership):
