@@ -4,8 +4,10 @@
 every model in ``CHANGEFLOW_MODELS``; it runs again whenever that setting (or
 ``CHANGEFLOW_MODELS_DB``) changes, as under ``override_settings``.
 
-A create or update is pushed as an ``upsert`` of the whole document (so a push
-sent twice does no harm), a delete as a ``delete`` by key, each after the
+A create or update is pushed as a ``replace`` of the whole document (it inserts
+a missing one, a push sent twice does no harm, and a key gone from the model's
+serialization, such as a field newly excluded, is gone from the mirror too:
+a merge would keep it), a delete as a ``delete`` by key, each after the
 transaction commits (``transaction.on_commit``): a rolled-back save pushes
 nothing. The document is taken when the signal fires, so each push carries the
 state of its own save. Sending never fails the save: see ``model_push``.
@@ -47,7 +49,7 @@ def _saved(sender: type[Model], instance: Model, created: bool, using: str, **kw
     if flow is None or ("c" if created else "u") not in flow.events:
         return
     try:
-        message = build_push(flow.database, flow.table, serialize(instance, flow), op="upsert")
+        message = build_push(flow.database, flow.table, serialize(instance, flow), op="replace")
     except Exception:  # the model's serialization is user code: logged, the save goes on
         logger.exception(
             "changeflow: could not serialise %s pk=%r; not pushed", flow.label, instance.pk
