@@ -18,6 +18,7 @@ one version check, ``internals_known``, that the worker's one-round-trip
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -129,10 +130,8 @@ class ResilientChannelMixin:
                 recovered={"type": "changeflow.layer_recovered"},
             )
             sources.append(self.channel_receive)
-        try:
+        with contextlib.suppress(StopConsumer):
             await await_many_dispatch(sources, self.dispatch)  # type: ignore[attr-defined]
-        except StopConsumer:
-            pass
 
 
 # -- Receiving from a channel that several worker processes read at once -----

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,14 +139,20 @@ def table_problems(stream: Any, spec: Any) -> list[TableConfigError]:
     return list(_problems(stream, spec))
 
 
-def _problems(stream: str, spec: dict[str, Any]) -> Iterator[TableConfigError]:
-    unknown = sorted(str(key) for key in spec if key not in TABLE_KEYS)
+def _unknown_keys(
+    where: str, entry: dict[str, Any], allowed: Sequence[str]
+) -> Iterator[TableConfigError]:
+    unknown = sorted(str(key) for key in entry if key not in allowed)
     if unknown:
         yield TableConfigError(
-            f"{stream}: unknown key(s) {', '.join(map(repr, unknown))} "
-            f"(allowed: {', '.join(TABLE_KEYS)})",
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
+            f"(allowed: {', '.join(allowed)})",
             UNKNOWN_KEY,
         )
+
+
+def _problems(stream: str, spec: dict[str, Any]) -> Iterator[TableConfigError]:
+    yield from _unknown_keys(stream, spec, TABLE_KEYS)
     primary_key = spec.get("primary_key", "id")
     if not _is_field(primary_key):
         yield TableConfigError(
@@ -183,13 +189,7 @@ def _retention_problems(
     if not isinstance(retention, dict):
         yield TableConfigError(f"{where} must be a dict, not {retention!r}", BAD_RETENTION)
         return
-    unknown = sorted(str(key) for key in retention if key not in RETENTION_KEYS)
-    if unknown:
-        yield TableConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))} "
-            f"(allowed: {', '.join(RETENTION_KEYS)})",
-            UNKNOWN_KEY,
-        )
+    yield from _unknown_keys(where, retention, RETENTION_KEYS)
     if "field" not in retention:
         yield TableConfigError(
             f"{where} needs a field (the document field holding the time or order)",
