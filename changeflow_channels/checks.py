@@ -54,6 +54,7 @@ E042  CHANGEFLOW_BATCH_SIZE is not a positive integer
 E043  CHANGEFLOW_BATCH_BYTES is not a positive integer
 E044  CHANGEFLOW_SYNC_TIMEOUT is not a positive number of seconds
 E045  CHANGEFLOW_METRICS_PER_TABLE is not True or False
+E046  CHANGEFLOW_IDEMPOTENCY_WINDOW is not a positive number of seconds
 W001  a Redis channel layer without ``socket_timeout``
 W002  CHANGEFLOW_PERMISSIONS allows everything while DEBUG is off
 W003  channels_redis's pub/sub layer (one worker only)

@@ -39,6 +39,8 @@ class ChangeflowSettings:
     handler_timeout: float = 10.0
     push_timeout: float = 10.0
     sync_timeout: float = 10.0
+    # Pushes with one idempotency key into one table within this time are written once.
+    idempotency_window: float = 24 * 3600.0
     # What the worker keeps per table.
     history: int = 1000
     snapshot_limit: int = 1000

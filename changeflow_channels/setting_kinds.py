@@ -74,6 +74,11 @@ PLAIN: dict[str, tuple[str, str, str]] = {
     "batch_bytes": ("E043", "count", "about the largest batch message, in bytes"),
     "sync_timeout": ("E044", "seconds", "the seconds a consumer waits for a sync answer"),
     "metrics_per_table": ("E045", "bool", "whether each table has its own metrics label"),
+    "idempotency_window": (
+        "E046",
+        "seconds",
+        "the seconds a push's idempotency key is remembered (one write per key and table)",
+    ),
     "clean_every": ("E016", "seconds", "the seconds between two autoclean rounds"),
     "lease_time": ("E006", "seconds", "the seconds a worker's lease on a table lasts"),
 }

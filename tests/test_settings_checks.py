@@ -79,6 +79,7 @@ GOOD = [
     ("BATCH_SIZE", 1),
     ("BATCH_BYTES", 1024),
     ("SYNC_TIMEOUT", 2.5),
+    ("IDEMPOTENCY_WINDOW", 3600),
     ("TABLES", {"shop.orders": {"primary_key": "uid", "indexes": ["created"]}}),
     ("CLEAN_EVERY", 1),
     ("MODELS", {"shop.Order": {"events": "cu", "fields": ["status"]}}),
@@ -160,6 +161,10 @@ BAD = [
     *[("BATCH_SIZE", v, "E042", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("BATCH_BYTES", v, "E043", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SYNC_TIMEOUT", v, "E044", "a positive number of seconds") for v in POSITIVE_SECONDS],
+    *[
+        ("IDEMPOTENCY_WINDOW", v, "E046", "a positive number of seconds")
+        for v in POSITIVE_SECONDS
+    ],
     ("TABLES", ["shop.orders"], "E010", "must be a dict"),
     ("TABLES", "shop.orders", "E010", "must be a dict"),
     ("TABLES", {"shop.orders": {"pk": "uid"}}, "E011", "unknown key(s) 'pk'"),
@@ -326,7 +331,7 @@ def test_conf_reads_every_setting_with_its_default():
     defaults()["CHANGEFLOW_WATCH"].append("x")
     assert defaults()["CHANGEFLOW_WATCH"] == ["*"]
     assert setting_name("send_queue") == "CHANGEFLOW_SEND_QUEUE"
-    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 30
+    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 31
 
 
 def test_nothing_but_conf_reads_a_changeflow_setting():
