@@ -55,12 +55,16 @@ E043  CHANGEFLOW_BATCH_BYTES is not a positive integer
 E044  CHANGEFLOW_SYNC_TIMEOUT is not a positive number of seconds
 E045  CHANGEFLOW_METRICS_PER_TABLE is not True or False
 E046  CHANGEFLOW_IDEMPOTENCY_WINDOW is not a positive number of seconds
+E050  CHANGEFLOW_MAX_SENT_FRAME_BYTES is not a positive integer
+E051  CHANGEFLOW_SEND_WINDOW is not a positive integer
+E052  CHANGEFLOW_SEND_WINDOW_BYTES is not a positive integer
 W001  a Redis channel layer without ``socket_timeout``
 W002  CHANGEFLOW_PERMISSIONS allows everything while DEBUG is off
 W003  channels_redis's pub/sub layer (one worker only)
 W004  CHANGEFLOW_LEASE_TIME below 3 s
 W005  CHANGEFLOW_RULES is set, but CHANGEFLOW_PERMISSIONS is not a RulesPolicy
 W006  CHANGEFLOW_BATCH_BYTES is not below CHANGEFLOW_SEND_QUEUE_BYTES
+W007  channels_redis's own RedisChannelLayer (bursts of clients, Redis restarts)
 ====  ===============================================================
 """
 
@@ -85,8 +89,11 @@ from .tables.config import TableConfigError
 
 PREFIX = "changeflow_channels."
 
+LAYER_BACKEND = "changeflow_channels.redis_layer.RedisChannelLayer"
+PLAIN_REDIS_BACKEND = "channels_redis.core.RedisChannelLayer"
 REDIS_BACKENDS = (
-    "channels_redis.core.RedisChannelLayer",
+    LAYER_BACKEND,
+    PLAIN_REDIS_BACKEND,
     "channels_redis.pubsub.RedisPubSubChannelLayer",
 )
 PUBSUB_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
@@ -314,7 +321,7 @@ def _check_channel_layers(conf: ChangeflowSettings) -> Messages:
             _error(
                 "E004",
                 "No channel layer is configured: changeflow_channels needs one to carry changes and pushes.",
-                'Set CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", '
+                'Set CHANNEL_LAYERS = {"default": {"BACKEND": "changeflow_channels.redis_layer.RedisChannelLayer", '
                 '"CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}]}}}.',
             )
         ]
@@ -332,6 +339,17 @@ def _check_channel_layers(conf: ChangeflowSettings) -> Messages:
                 "(channels_redis #422). changeflow_channels' own consumers survive it.",
                 'Give each host a dict with "socket_timeout": None, for example '
                 '"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}].',
+            )
+        )
+    if backend == PLAIN_REDIS_BACKEND:
+        messages.append(
+            _warning(
+                "W007",
+                "channels_redis's RedisChannelLayer raises MaxConnectionsError beyond 100 "
+                "commands at once (a burst of clients subscribing), and after a Redis restart "
+                "the first command on each of its pooled connections fails.",
+                f'Use "BACKEND": "{LAYER_BACKEND}" (the same layer, with a blocking pool '
+                "that reconnects once).",
             )
         )
     if backend == PUBSUB_BACKEND:

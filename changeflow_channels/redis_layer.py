@@ -10,9 +10,11 @@ is retried with backoff.
 Everything that relies on channels_redis's behaviour or internals beyond the
 channel-layer API is here: ``receive_forever`` (its idle timeouts and
 outages), ``ResilientChannelMixin`` (consumers built on it),
-``exclusive_pop`` (a channel several worker processes read at once) and the
+``exclusive_pop`` (a channel several worker processes read at once), the
 one version check, ``internals_known``, that the worker's one-round-trip
-``group_send`` (``worker/group_sender.py``) is gated by.
+``group_send`` (``worker/group_sender.py``) is gated by, and the layer's
+connection pools (``RedisChannelLayer``: bursts and Redis restarts) with
+``group_discard_retrying``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from typing import Any
@@ -29,6 +32,11 @@ from typing import Any
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
+from channels_redis import core
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -49,6 +57,77 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, OSError, asyncio.Timeou
 # What a channel layer's send, group_add or group_discard raises when the layer is
 # down, slow or full.
 LAYER_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, ChannelFull)
+
+
+# -- Connection pools that hold under bursts and Redis restarts ---------------
+#
+# channels_redis gives each Redis host a redis-py ``ConnectionPool``: at most 100
+# connections, and ``MaxConnectionsError`` for the 101st command running at once
+# (1,000 clients subscribing together on one Daphne). Its connections are never
+# checked either: after a Redis restart, the first command on each pooled
+# connection fails with ``ConnectionError``. ``RedisChannelLayer`` makes the pool
+# blocking (a command waits for a free connection, up to ``POOL_TIMEOUT``) and
+# runs a command again once, on a new connection, when its connection was dead.
+
+POOL_CONNECTIONS = 100  # per Redis host and event loop, unless the host says otherwise
+POOL_TIMEOUT = 20.0  # seconds a command waits for a free connection
+# A command whose connection failed is sent again once, on a fresh connection.
+RECONNECT_RETRIES = 1
+RECONNECT_BACKOFF = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
+
+
+def pool_options(host: dict[str, Any]) -> dict[str, Any]:
+    """A host's connection settings with this layer's defaults under them (what the
+    host sets wins: ``max_connections``, ``timeout``, ``retry``...)."""
+    defaults: dict[str, Any] = {
+        "max_connections": POOL_CONNECTIONS,
+        "timeout": POOL_TIMEOUT,
+        "retry": Retry(
+            RECONNECT_BACKOFF, RECONNECT_RETRIES, supported_errors=(RedisConnectionError,)
+        ),
+    }
+    return {**defaults, **host}
+
+
+class RedisChannelLayer(core.RedisChannelLayer):
+    """channels_redis's ``RedisChannelLayer`` with a blocking pool of connections
+    that reconnects once when Redis restarted (``CHANNEL_LAYERS``'s ``BACKEND``:
+    ``"changeflow_channels.redis_layer.RedisChannelLayer"``). Sentinel hosts keep
+    channels_redis's own pool."""
+
+    def create_pool(self, index: int) -> Any:
+        host = dict(self.hosts[index])
+        if "master_name" in host:
+            return super().create_pool(index)
+        options = pool_options(host)
+        address = options.pop("address", None)
+        if address is not None:
+            return BlockingConnectionPool.from_url(address, **options)
+        return BlockingConnectionPool(**options)
+
+
+DISCARD_ATTEMPTS = 4
+DISCARD_BACKOFF = 0.2  # seconds before the second attempt, doubled (with jitter) after
+
+
+async def group_discard_retrying(
+    channel_layer: Any, group: str, channel: str, attempts: int = DISCARD_ATTEMPTS
+) -> None:
+    """``group_discard``, tried again with backoff while the layer fails: a member
+    left in a group after its client is gone is sent every change until the group
+    expires (a day by default). Raises the last error (``LAYER_ERRORS``) when every
+    attempt failed."""
+    delay = DISCARD_BACKOFF
+    for attempt in range(1, attempts + 1):
+        try:
+            await channel_layer.group_discard(group, channel)
+            return
+        except LAYER_ERRORS as error:
+            if attempt == attempts:
+                raise
+            logger.info("group_discard(%s) failed (%r); trying again", group, error)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        delay *= 2
 
 
 def channels_redis_version() -> tuple[int, int] | None:

@@ -28,7 +28,7 @@ REDIS_URL = os.environ.get("CHANGEFLOW_TEST_REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "changeflow_channels.redis_layer.RedisChannelLayer",
             # A test may give its own workers a namespace of their own.
             "CONFIG": {
                 "hosts": [REDIS_URL],

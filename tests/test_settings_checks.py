@@ -19,7 +19,7 @@ from changeflow_channels.conf import ChangeflowSettings, defaults, get_settings,
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "changeflow_channels"
-REDIS = {"BACKEND": "channels_redis.core.RedisChannelLayer"}
+REDIS = {"BACKEND": "changeflow_channels.redis_layer.RedisChannelLayer"}
 IN_MEMORY = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 RULES_POLICY = "changeflow_channels.permissions.RulesPolicy"
 
@@ -250,6 +250,18 @@ def test_plain_redis_config_warns_about_socket_timeout():
         }
     }
     with override_settings(CHANNEL_LAYERS=fixed):
+        assert check_settings() == []
+
+
+def test_channels_redis_own_layer_warns_about_bursts_and_restarts():
+    hosts = {"hosts": [{"address": "redis://x", "socket_timeout": None}]}
+    plain = {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": hosts}
+    with override_settings(CHANNEL_LAYERS={"default": plain}):
+        [warning] = check_settings()
+    assert warning.id == "changeflow_channels.W007"
+    assert "changeflow_channels.redis_layer.RedisChannelLayer" in warning.hint
+    ours = {**REDIS, "CONFIG": hosts}
+    with override_settings(CHANNEL_LAYERS={"default": ours}):
         assert check_settings() == []
 
 

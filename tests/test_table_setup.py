@@ -187,3 +187,46 @@ async def test_set_up_stops_promptly_while_rethinkdb_is_down(faulty_rethinkdb):
     setup.stop()
     await asyncio.wait_for(task, 5)
     assert await asyncio.wait_for(waiting, 1) is False
+
+
+class DropsWhileWaiting(TableSetup):
+    """Every client connection drops just as the first wait for indexes begins."""
+
+    def __init__(self, faulty, *args) -> None:
+        super().__init__(*args)
+        self.faulty = faulty
+        self.dropped = False
+
+    async def _wait(self, conn, config, names) -> None:
+        if not self.dropped:
+            self.dropped = True
+            await asyncio.to_thread(self.faulty.drop_connections)
+        await super()._wait(conn, config, names)
+
+
+async def test_set_up_recovers_when_the_connection_drops_while_waiting_for_indexes(
+    faulty_rethinkdb, log_event
+):
+    """Issue 14, case 8: the tables were created, the connection dropped during the
+    wait for indexes; the next session must reconnect (it once connected only while
+    tables were left to create, so the wait failed forever and autoclean never ran)."""
+    lost = log_event("setting up CHANGEFLOW_TABLES")
+    setup = DropsWhileWaiting(
+        faulty_rethinkdb,
+        new_driver(),
+        parse_rethinkdb_url(faulty_rethinkdb.url),
+        parse_tables({"shop.orders": SPEC}),
+    )
+    task = asyncio.ensure_future(setup.run())
+    try:
+        assert await asyncio.wait_for(setup.wait_ready(), 30)
+    finally:
+        setup.stop()
+        await asyncio.wait_for(task, 5)
+    assert setup.dropped and lost.seen  # the wait really lost its connection
+    r = new_driver()
+    conn = await r.connect(host=faulty_rethinkdb.host, port=faulty_rethinkdb.port)
+    try:
+        await assert_configured(r, conn, "shop", "orders")
+    finally:
+        await conn.close(noreply_wait=False)

@@ -99,7 +99,7 @@ def redis_target(layer_alias: str, redis_url: str | None, channel: str) -> Redis
     prefix = config.get("CONFIG", {}).get("prefix", "asgi")
     if redis_url:
         host: dict[str, Any] = {"address": redis_url}
-    elif "channels_redis" in str(config.get("BACKEND", "")):
+    elif any(name in str(config.get("BACKEND", "")) for name in ("channels_redis", "redis_layer")):
         host = decode_hosts(config.get("CONFIG", {}).get("hosts"))[0]
     else:
         return None
