@@ -26,7 +26,7 @@ from .redis_layer import LAYER_ERRORS, ResilientChannelMixin
 from .sync import SyncError, parse_since
 from .web.delivery import DeliveryMixin, LocalEvents
 from .web.filters import FilterError, parse_filter
-from .web.limits import TokenBucket
+from .web.limits import AckError, SendWindow, TokenBucket
 from .web.protocol import (
     BAD_REQUEST,
     FORBIDDEN,
@@ -35,8 +35,10 @@ from .web.protocol import (
     TOO_LARGE,
     UNAVAILABLE,
     FrameError,
+    byte_size,
     encode,
     error_frame,
+    fits,
     parse_frame,
 )
 from .web.subscriptions import Subscription
@@ -47,8 +49,12 @@ logger = logging.getLogger(__name__)
 ERRORS_PER_SECOND = 5.0
 ERROR_BURST = 50.0
 CLOSE_ABUSE = 4008
-# A client that reads slower than its frames come (CHANGEFLOW_SEND_QUEUE frames behind).
+# A client that reads slower than its frames come (CHANGEFLOW_SEND_QUEUE frames behind,
+# while CHANGEFLOW_SEND_WINDOW frames it has not acknowledged are out).
 CLOSE_TOO_SLOW = 4009
+# A frame could not be sent (the ASGI server refused it): the client missed it, and
+# resumes (``since``) on a new connection.
+CLOSE_SEND_FAILED = 4011
 # The consumer's own event: re-check its subscriptions' permissions.
 RECHECK = {"type": "changeflow.recheck"}
 
@@ -89,6 +95,9 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         self.outgoing: asyncio.Queue[tuple[str, float | None]] = asyncio.Queue(
             maxsize=self.settings.send_queue
         )
+        # Frames sent and not yet acknowledged (``ack``): the writer waits past the window.
+        self.window = SendWindow(self.settings.send_window, self.settings.send_window_bytes)
+        self.window_open = asyncio.Event()
         self.writer = asyncio.ensure_future(self._write_forever())
         self.subscriptions: dict[tuple[str, Any], Subscription] = {}
         await self.accept()
@@ -157,7 +166,9 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             frame = parse_frame(text_data)
             request_id = frame.get("id")
             action = frame["action"]
-            if action == "subscribe":
+            if action == "ack":
+                self._ack(frame["frames"], request_id)
+            elif action == "subscribe":
                 await self._subscribe(frame)
             elif action == "unsubscribe":
                 await self._unsubscribe(frame)
@@ -177,11 +188,26 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
                 error_frame(UNAVAILABLE, "the server could not handle this frame", request_id)
             )
 
+    def _ack(self, count: int, request_id: Any) -> None:
+        """The client has read ``count`` frames: the window moves on."""
+        try:
+            if self.window.acked(count):
+                self.window_open.set()
+        except AckError as error:
+            raise FrameError(BAD_REQUEST, str(error), request_id) from None
+
     async def send_frame(self, frame: dict[str, Any] | str, read_at: float | None = None) -> None:
         """Queue a frame (a dict, or its JSON text) for the client."""
         if getattr(self, "closing", False):
             return
         text = frame if isinstance(frame, str) else encode(frame)
+        bound = self.settings.max_sent_frame_bytes
+        if not fits(text, bound):
+            # Delivery splits what may be large; anything else this large is a bug. The
+            # client must not miss it silently: it resumes on a new connection.
+            logger.error("a frame of %d bytes exceeds %d; closing", byte_size(text), bound)
+            await self._close_for(CLOSE_SEND_FAILED)
+            return
         # A batch frame may carry many changes: bound the bytes waiting, not only the frames.
         queued = getattr(self, "queued_bytes", 0) + len(text)
         if self.outgoing.full() or queued > self.settings.send_queue_bytes:
@@ -198,15 +224,40 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         self.queued_bytes = queued
         self.outgoing.put_nowait((text, read_at))
 
+    async def _close_for(self, code: int) -> None:
+        if getattr(self, "closing", False):
+            return
+        self.closing = True
+        await self.close(code=code)
+
     async def _write_forever(self) -> None:
-        while True:
-            text, read_at = await self.outgoing.get()
-            self.queued_bytes -= len(text)
-            if getattr(self, "closing", False):
-                return  # closed: what is still queued is dropped
-            await self.send(text_data=text)
-            if read_at is not None:
-                metrics.websocket_sent(read_at)
+        """Send the queued frames in order, within the client's window. A send that
+        fails closes the connection (CLOSE_SEND_FAILED): the client missed a frame
+        and must resume, never go on without it."""
+        try:
+            while True:
+                text, read_at = await self.outgoing.get()
+                size = byte_size(text)
+                while not self.window.may_send(size):  # the client has not read enough
+                    self.window_open.clear()
+                    await self.window_open.wait()
+                self.queued_bytes -= len(text)
+                if getattr(self, "closing", False):
+                    return  # closed: what is still queued is dropped
+                self.window.sent(size)
+                await self.send(text_data=text)
+                if read_at is not None:
+                    metrics.websocket_sent(read_at)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the writer task's boundary
+            logger.exception(
+                "sending a frame failed; closing the websocket (code %d)", CLOSE_SEND_FAILED
+            )
+            try:
+                await self._close_for(CLOSE_SEND_FAILED)
+            except Exception:  # the server is gone too
+                logger.exception("closing the websocket failed")
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
         stream, request_id = frame["stream"], frame.get("id")
@@ -300,6 +351,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
                 key=frame.get("key"),
                 reply_channel=self.channel_name,
                 id=request_id,
+                idempotency_key=frame.get("idempotency_key"),
             )
             check_size(message["data"], self.settings.max_document_bytes)
         except PushTooLarge as error:

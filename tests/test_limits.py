@@ -42,14 +42,19 @@ class Client:
     def __init__(self, communicator: WebsocketCommunicator, worker: WorkerStandIn) -> None:
         self.communicator = communicator
         self.worker = worker
+        self.read = 0  # frames read, acknowledged as a client must (``ack``)
 
     async def send(self, frame: dict[str, Any] | str) -> dict[str, Any]:
         """Send a frame; return its one answer."""
-        text = frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False)
-        await self.communicator.send_input({"type": "websocket.receive", "text": text})
+        await self._send(frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False))
         output = await self.communicator.receive_output(timeout=5)
         assert output["type"] == "websocket.send", output
+        self.read += 1
+        await self._send(json.dumps({"action": "ack", "frames": self.read}))
         return strict_json(output["text"])
+
+    async def _send(self, text: str) -> None:
+        await self.communicator.send_input({"type": "websocket.receive", "text": text})
 
 
 @contextlib.asynccontextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -23,9 +23,22 @@ from ..permissions import RowRuleError, apply_row_rule, has_row_rule
 from ..redis_layer import LAYER_ERRORS
 from ..sync import SYNC_TYPE, sync_channel
 from .filters import seen_through
-from .protocol import UNAVAILABLE, batch_text, change_frame, encode, error_frame
+from .protocol import (
+    SEND_FAILED,
+    UNAVAILABLE,
+    batch_text,
+    byte_size,
+    change_frame,
+    encode,
+    error_frame,
+    fits,
+    pack,
+    snapshot_texts,
+    too_large_frame,
+)
 from .subscriptions import (
     Action,
+    CancelTimers,
     Deliver,
     RequestSync,
     Resync,
@@ -69,21 +82,37 @@ class LocalEvents:
         self.receive = receive
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.timers: set[asyncio.TimerHandle] = set()
+        self.keyed: dict[Hashable, asyncio.TimerHandle] = {}
         self._next: asyncio.Future[Any] | None = None
 
     def put(self, event: dict[str, Any]) -> None:
         self.events.put_nowait(event)
 
-    def later(self, delay: float, event: dict[str, Any]) -> None:
-        """Put ``event`` after ``delay`` seconds (unless closed first)."""
+    def later(self, delay: float, event: dict[str, Any], key: Hashable | None = None) -> None:
+        """Put ``event`` after ``delay`` seconds (unless closed or cancelled first).
+        With a ``key``: one timer per key, this one replaces the one before, and
+        ``cancel(key)`` cancels it."""
         handle: asyncio.TimerHandle
 
         def fire() -> None:
             self.timers.discard(handle)
+            if key is not None and self.keyed.get(key) is handle:
+                del self.keyed[key]
             self.put(event)
 
+        if key is not None:
+            self.cancel(key)
         handle = asyncio.get_running_loop().call_later(delay, fire)
         self.timers.add(handle)
+        if key is not None:
+            self.keyed[key] = handle
+
+    def cancel(self, key: Hashable) -> None:
+        """Cancel the timer of ``key`` (if any is still to fire)."""
+        handle = self.keyed.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+            self.timers.discard(handle)
 
     async def __call__(self) -> Any:
         if not self.events.empty():
@@ -104,6 +133,7 @@ class LocalEvents:
         for handle in self.timers:
             handle.cancel()
         self.timers.clear()
+        self.keyed.clear()
         if self._next is not None:
             self._next.cancel()
             self._next = None
@@ -144,9 +174,10 @@ class DeliveryMixin:
                 await getattr(self, get_handler_name(message))(message)
             else:
                 await super().dispatch(message)  # type: ignore[misc]
-        except Exception:  # one message's boundary (row rules are user code)
-            # A bug must not close the connection: positions are per change, so a
-            # change skipped here is a gap the next one finds (and heals or resyncs).
+        except Exception:  # one message's boundary
+            # A bug must not close the connection. What fails while a subscription's
+            # actions are performed is caught in ``perform`` (the subscription starts
+            # afresh, with ``resync``), so no change is skipped silently here.
             logger.exception("delivering a %r message failed; the connection stays open", kind)
 
     # -- events ------------------------------------------------------------------
@@ -170,12 +201,9 @@ class DeliveryMixin:
                 for sub in self.subscriptions_of(f"{change['database']}.{change['table']}"):
                     await self.perform(sub, sub.offer(change), frames)
         finally:  # on a failure, what was delivered before it
-            if len(frames) == 1:
-                await self.send_frame(*frames[0])
-            elif frames:
-                read_at = next((at for _, at in frames if at is not None), None)
-                events = ",".join(text for text, _ in frames)
-                await self.send_frame(batch_text(f"[{events}]"), read_at)
+            # As one ``batch`` frame, or several when one would exceed the bound.
+            for text, read_at in pack(frames, self.settings.max_sent_frame_bytes):
+                await self.send_frame(text, read_at)
 
     async def _send_whole_batch(self, message: dict[str, Any]) -> bool:
         """The common case, without a step per change: one plain subscription (no
@@ -186,17 +214,14 @@ class DeliveryMixin:
         if len(subs) != 1:
             return False
         sub = subs[0]
-        if (
-            sub.name is not None
-            or sub.filter is not None
-            or has_row_rule(self.policy)
-            or not sub.take_batch(changes)
-        ):
+        if sub.name is not None or sub.filter is not None or has_row_rule(self.policy):
             return False
         text = message.get(ENCODED_BATCH)
         if text is None:
             frames = encode([change_frame(change) for change in changes])
             text = message[ENCODED_BATCH] = batch_text(frames)
+        if not fits(text, self.settings.max_sent_frame_bytes) or not sub.take_batch(changes):
+            return False  # too large for one frame: change by change, in several
         await self.send_frame(text, changes[0].get("read_at"))
         return True
 
@@ -232,12 +257,54 @@ class DeliveryMixin:
         for sub in list(self.subscriptions.values()):
             await self.perform(sub, sub.layer_recovered(), [])
 
+    async def changeflow_epoch(self, message: dict[str, Any]) -> None:
+        """A table's feed began a new epoch (``changeflow.epoch``): its subscribers
+        resync at once (see ``Subscription.epoch_started``)."""
+        frames: Frames = []
+        try:
+            for sub in self.subscriptions_of(f"{message['database']}.{message['table']}"):
+                actions = sub.epoch_started(
+                    message["epoch"], message["seq"], bool(message.get("since_creation"))
+                )
+                await self.perform(sub, actions, frames)
+        finally:
+            for text, read_at in frames:
+                await self.send_frame(text, read_at)
+
     # -- actions -----------------------------------------------------------------
 
     async def perform(self, sub: Subscription, actions: list[Action], frames: Frames) -> None:
         """Do what ``sub`` decided; its frames are added to ``frames``, for the
         caller to send. Stops when the subscription ends meanwhile (a row rule
-        failed: nothing else can end it, all that does runs in ``dispatch``)."""
+        failed: nothing else can end it, all that does runs in ``dispatch``).
+
+        The subscription's position is already past the changes it decided to
+        deliver: when one of them cannot be made into a frame, the subscription
+        starts afresh, and the client is told (``resync``, reason ``send_failed``)."""
+        try:
+            await self._perform(sub, actions, frames)
+        except Exception:  # one subscription's boundary (row rules and filters: user data)
+            logger.exception("delivering to %s failed; it starts afresh (resync)", sub.stream)
+            await self._restart(sub, frames)
+
+    async def _restart(self, sub: Subscription, frames: Frames) -> None:
+        if self.subscriptions.get(sub.key) is not sub:
+            return  # ended meanwhile
+        fresh = Subscription(
+            sub.stream,
+            sub.database,
+            sub.table,
+            name=sub.name,
+            filter=sub.filter,
+            snapshot=sub.snapshot,
+            sync_timeout=sub.sync_timeout,
+        )
+        self.subscriptions[sub.key] = fresh  # the old one's sync answers and timers find nothing
+        frame = {"event": "resync", "stream": sub.stream, "reason": SEND_FAILED}
+        frames.append((encode(sub.tag(frame)), None))
+        await self._perform(fresh, fresh.start(None), frames)  # a snapshot, when it asks for one
+
+    async def _perform(self, sub: Subscription, actions: list[Action], frames: Frames) -> None:
         for action in actions:
             if isinstance(action, Deliver):
                 message = action.message
@@ -259,10 +326,15 @@ class DeliveryMixin:
             elif isinstance(action, RequestSync):
                 await self._send_sync(sub, action)
             elif isinstance(action, RetrySyncLater):
-                self.events.later(action.delay, {"type": SYNC_RETRY_TYPE, "id": action.request_id})
+                event = {"type": SYNC_RETRY_TYPE, "id": action.request_id}
+                self.events.later(action.delay, event, key=(action.request_id, SYNC_RETRY_TYPE))
             elif isinstance(action, TimeOutLater):
                 event = {"type": SYNC_TIMEOUT_TYPE, "id": action.request_id}
-                self.events.later(action.delay, event)
+                self.events.later(action.delay, event, key=(action.request_id, SYNC_TIMEOUT_TYPE))
+            elif isinstance(action, CancelTimers):
+                self.events.cancel((action.request_id, SYNC_RETRY_TYPE))
+                if not action.keep_timeout:
+                    self.events.cancel((action.request_id, SYNC_TIMEOUT_TYPE))
 
     async def _row_rule(self, sub: Subscription, change: dict[str, Any], frames: Frames) -> Any:
         """The change as the policy's row rule and the subscription's filter let
@@ -276,13 +348,26 @@ class DeliveryMixin:
             return None
         return seen_through(seen, sub.filter.matches if sub.filter else _everything)
 
-    @staticmethod
     def _change_text(
-        sub: Subscription, message: dict[str, Any], change: dict[str, Any], live: bool
+        self, sub: Subscription, message: dict[str, Any], change: dict[str, Any], live: bool
     ) -> tuple[str, float | None]:
         """A change frame (as ``sub`` sees ``change``): its text, and the time its
         message was read off the feed (replayed, not ``live``: out of the send lag
-        metric)."""
+        metric). A frame larger than ``CHANGEFLOW_MAX_SENT_FRAME_BYTES`` becomes a
+        ``too_large`` error frame with the change's position."""
+        text, read_at = self._change_frame_text(sub, message, change, live)
+        bound = self.settings.max_sent_frame_bytes
+        if fits(text, bound):
+            return text, read_at
+        logger.warning("change %s of %s too large to send to a client", message["seq"], sub.stream)
+        what = f"change {message['seq']} ({byte_size(text)} bytes)"
+        frame = too_large_frame(sub.stream, what, bound, message["epoch"], message["seq"])
+        return encode(sub.tag(frame)), None
+
+    @staticmethod
+    def _change_frame_text(
+        sub: Subscription, message: dict[str, Any], change: dict[str, Any], live: bool
+    ) -> tuple[str, float | None]:
         read_at = message.get("read_at") if live else None
         if change is not message["change"]:
             text = encode(sub.tag(change_frame({**message, "change": change})))
@@ -318,7 +403,14 @@ class DeliveryMixin:
             "epoch": snapshot.epoch,
             "seq": snapshot.seq,
         }
-        frames.append((encode(sub.tag(frame)), None))
+        bound = self.settings.max_sent_frame_bytes
+        texts, left_out = snapshot_texts(sub.tag(frame), bound)  # in parts when large
+        frames.extend((text, None) for text in texts)
+        if left_out:
+            logger.warning("%d documents of %s too large to send to a client", left_out, sub.stream)
+            what = f"{left_out} document(s) of the snapshot"
+            refusal = too_large_frame(sub.stream, what, bound, snapshot.epoch, snapshot.seq)
+            frames.append((encode(sub.tag(refusal)), None))
         return True
 
     async def _row_rule_failed(

@@ -18,7 +18,9 @@ TOO_LARGE = "too_large"
 RATE_LIMITED = "rate_limited"
 UNAVAILABLE = "unavailable"
 
-ACTIONS = ("subscribe", "unsubscribe", "push")
+ACTIONS = ("subscribe", "unsubscribe", "push", "ack")
+# The resync reason of a subscription whose change could not be made into a frame.
+SEND_FAILED = "send_failed"
 
 
 class FrameError(Exception):
@@ -70,6 +72,11 @@ def parse_frame(text: str | None) -> dict[str, Any]:
             f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}",
             request_id,
         )
+    if action == "ack":
+        count = frame.get("frames")
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 2**53:
+            raise FrameError(BAD_REQUEST, "ack needs frames: the frames read so far", request_id)
+        return frame
     try:
         parse_stream(frame.get("stream"))
     except InvalidName as error:
@@ -87,6 +94,93 @@ def error_frame(code: str, message: str, request_id: Any = None) -> dict[str, An
 def batch_text(events: str) -> str:
     """The ``batch`` frame around ``events``, the JSON text of an array of frames."""
     return f'{{"event":"batch","events":{events}}}'
+
+
+# What a ``batch`` frame adds around its events.
+BATCH_OVERHEAD = len(batch_text("[]"))
+
+
+def byte_size(text: str) -> int:
+    """The size of ``text`` on the wire (UTF-8)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def fits(text: str, bound: int) -> bool:
+    """Whether ``text`` is at most ``bound`` bytes (without encoding it, mostly)."""
+    return len(text) * 4 <= bound or byte_size(text) <= bound
+
+
+def pack(frames: list[tuple[str, float | None]], bound: int) -> list[tuple[str, float | None]]:
+    """Consecutive frames ``(text, read_at)`` as few frames as fit within ``bound``
+    bytes each: alone, or several in a ``batch`` frame (with the first ``read_at``).
+    A frame larger than ``bound`` by itself stays as it is (the caller's to avoid)."""
+    packed: list[tuple[str, float | None]] = []
+    group: list[tuple[str, float | None]] = []
+    size = BATCH_OVERHEAD
+
+    def flush() -> None:
+        if len(group) == 1:
+            packed.append(group[0])
+        elif group:
+            read_at = next((at for _, at in group if at is not None), None)
+            events = ",".join(text for text, _ in group)
+            packed.append((batch_text(f"[{events}]"), read_at))
+
+    for text, read_at in frames:
+        cost = byte_size(text) + 1
+        if group and size + cost > bound:
+            flush()
+            group, size = [], BATCH_OVERHEAD
+        group.append((text, read_at))
+        size += cost
+    flush()
+    return packed
+
+
+def snapshot_texts(frame: dict[str, Any], bound: int) -> tuple[list[str], int]:
+    """A ``snapshot`` frame as JSON texts of at most ``bound`` bytes each, and how
+    many of its documents were left out, each too large for any frame.
+
+    One text when it fits; otherwise the documents in order, spread over frames
+    that carry ``part`` (0, 1, ...) and ``last`` (true on the final one) besides
+    the snapshot's other fields (docs/protocol.md)."""
+    text = encode(frame)
+    if fits(text, bound):
+        return [text], 0
+    base = byte_size(encode({**frame, "documents": [], "part": 2**53, "last": False}))
+    parts: list[list[Any]] = [[]]
+    size = base
+    left_out = 0
+    for document in frame["documents"]:
+        cost = byte_size(encode(document)) + 1
+        if base + cost > bound:
+            left_out += 1
+            continue
+        if parts[-1] and size + cost > bound:
+            parts.append([])
+            size = base
+        parts[-1].append(document)
+        size += cost
+    last = len(parts) - 1
+    texts = [
+        encode({**frame, "documents": documents, "part": n, "last": n == last})
+        for n, documents in enumerate(parts)
+    ]
+    return texts, left_out
+
+
+def too_large_frame(stream: str, what: str, bound: int, epoch: Any, seq: Any) -> dict[str, Any]:
+    """The ``error`` frame (``too_large``) sent instead of what exceeds the bound:
+    ``epoch`` and ``seq`` say where it was (a change's, or the snapshot's)."""
+    return {
+        "event": "error",
+        "code": TOO_LARGE,
+        "stream": stream,
+        "message": f"{what} of {stream} is larger than {bound} bytes as a frame: "
+        "not sent; reload it by other means",
+        "epoch": epoch,
+        "seq": seq,
+    }
 
 
 def change_frame(message: dict[str, Any]) -> dict[str, Any]:

@@ -10,11 +10,26 @@ from typing import Any
 from channels_redis.core import RedisChannelLayer
 
 
-class WsClient:
-    """A websocket client speaking the browser protocol, with waits that time out."""
+class Acks:
+    """Acknowledges what a raw websocket client has read, as every client must
+    (docs/protocol.md, "Flow control"): call ``read()`` after each frame received."""
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
+        self.count = 0
+
+    async def read(self) -> None:
+        self.count += 1
+        await self.connection.send(json.dumps({"action": "ack", "frames": self.count}))
+
+
+class WsClient:
+    """A websocket client speaking the browser protocol, with waits that time out.
+    It acknowledges each frame it reads (``acks=False``: a client that never does)."""
+
+    def __init__(self, connection: Any, acks: bool = True) -> None:
+        self.connection = connection
+        self.acks = Acks(connection) if acks else None
         self._next_id = 0
         self._unpacked: list[dict[str, Any]] = []  # the rest of a batch frame
 
@@ -25,6 +40,8 @@ class WsClient:
         """The next frame; a ``batch`` frame is unpacked, as the protocol says."""
         if not self._unpacked:
             frame = json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+            if self.acks is not None:
+                await self.acks.read()
             if frame.get("event") != "batch":
                 return frame
             self._unpacked = list(frame["events"])
