@@ -12,6 +12,10 @@ import re
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 MAX_STREAM_LENGTH = 99
 SYSTEM_DATABASE = "rethinkdb"
+# The project's own: the records of idempotent pushes (worker/idempotency.py).
+INTERNAL_DATABASE = "changeflow_internal"
+# Never followed, streamed or written by pushes.
+RESERVED_DATABASES = (SYSTEM_DATABASE, INTERNAL_DATABASE)
 
 
 class InvalidName(ValueError):
@@ -34,6 +38,10 @@ def stream_name(database: object, table: object) -> str:
     if database == SYSTEM_DATABASE:
         # Its tables are RethinkDB's users, permissions and configuration.
         raise InvalidName(f"the system database {SYSTEM_DATABASE!r} cannot be streamed or written")
+    if database == INTERNAL_DATABASE:
+        raise InvalidName(
+            f"the database {INTERNAL_DATABASE!r} is changeflow's own: it cannot be streamed or written"
+        )
     stream = f"{database}.{table}"
     if len(stream) > MAX_STREAM_LENGTH:
         raise InvalidName(

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .conf import get_settings
-from .pushes import PushError, build_push
+from .pushes import UNAVAILABLE, PushError, build_push
+from .redis_layer import LAYER_ERRORS
+
+# Retries wait this long (with jitter), doubling up to RETRY_MAX_DELAY.
+RETRY_DELAY = 0.5
+RETRY_MAX_DELAY = 10.0
+# No answer in time, or the channel layer down (or the worker's channel full).
+RETRYABLE: tuple[type[Exception], ...] = (asyncio.TimeoutError, *LAYER_ERRORS)
 
 
 class PushFailed(Exception):
@@ -29,8 +37,10 @@ async def apush_to_flow(
     key: Any = None,
     reply_channel: str | None = None,
     id: Any = None,
+    idempotency_key: str | None = None,
     wait: bool = False,
     timeout: float = 30.0,
+    retries: int = 0,
     channel_layer: Any = None,
 ) -> dict[str, Any] | None:
     """Validate and send a ``changeflow.push`` to the worker.
@@ -39,20 +49,56 @@ async def apush_to_flow(
     ``wait=True`` it waits for the worker's answer (on a fresh reply channel)
     and returns it, raising ``PushFailed`` if the worker refused the push and
     ``TimeoutError`` if no answer came within ``timeout`` seconds.
+
+    ``idempotency_key``: pushes with one key into one table are written once
+    (within ``CHANGEFLOW_IDEMPOTENCY_WINDOW``), each answered as the first.
+    ``retries`` (with a key, and ``wait=True``): after a timeout, an
+    ``unavailable`` answer or a channel layer that is down, the same push (same
+    key, same reply channel) is sent again up to this many times, with backoff.
     """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise PushError(f"retries must be an integer of at least 0, not {retries!r}")
+    if retries and (idempotency_key is None or not wait):
+        raise PushError(
+            "retries needs an idempotency_key and wait=True: a push retried without a key "
+            "may be written twice"
+        )
     layer = channel_layer or get_channel_layer()
     if layer is None:
         raise PushError("no channel layer is configured (CHANNEL_LAYERS)")
     if wait and reply_channel is None:
         reply_channel = await layer.new_channel("changeflow-reply.")
-    message = build_push(database, table, data, op=op, key=key, reply_channel=reply_channel, id=id)
-    await layer.send(get_settings().channel, message)
+    message = build_push(
+        database,
+        table,
+        data,
+        op=op,
+        key=key,
+        reply_channel=reply_channel,
+        id=id,
+        idempotency_key=idempotency_key,
+    )
     if not wait:
+        await layer.send(get_settings().channel, message)
         return None
-    result: dict[str, Any] = await asyncio.wait_for(layer.receive(reply_channel), timeout)
-    if not result.get("ok"):
-        raise PushFailed(result)
-    return result
+    assert reply_channel is not None
+    delay = RETRY_DELAY
+    for attempt in range(retries + 1):
+        last = attempt == retries
+        try:
+            await layer.send(get_settings().channel, message)
+            result: dict[str, Any] = await asyncio.wait_for(layer.receive(reply_channel), timeout)
+        except RETRYABLE:
+            if last:
+                raise
+        else:
+            if result.get("ok"):
+                return result
+            if last or result.get("code") != UNAVAILABLE:
+                raise PushFailed(result)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        delay = min(delay * 2, RETRY_MAX_DELAY)
+    raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
 def push_to_flow(database: str, table: str, data: Any, **options: Any) -> dict[str, Any] | None:

@@ -20,6 +20,8 @@ OPS = ("insert", "upsert", "update", "replace", "delete")
 # The driver refuses deeper documents ("Nesting depth limit exceeded"); we say so first.
 MAX_DEPTH = 20
 REQL_TYPE_KEY = "$reql_type$"
+# An idempotency key: any text of 1 to this many characters, chosen by the sender.
+MAX_IDEMPOTENCY_KEY = 128
 
 
 class PushError(ValueError):
@@ -47,6 +49,8 @@ class PushRequest:
     key: Any = None
     reply_channel: str | None = None
     id: Any = None
+    # Pushes into one table with one key are written once (worker/idempotency.py).
+    idempotency_key: str | None = None
 
     @property
     def stream(self) -> str:
@@ -104,6 +108,18 @@ def _check_key(key: Any) -> None:
     check_json(key, "key")
 
 
+def check_idempotency_key(value: Any) -> None:
+    """An idempotency key is a string of 1 to ``MAX_IDEMPOTENCY_KEY`` characters."""
+    if not isinstance(value, str) or not value:
+        raise PushError(f"idempotency_key must be a non-empty string, not {value!r}")
+    if len(value) > MAX_IDEMPOTENCY_KEY:
+        raise PushError(
+            f"idempotency_key is {len(value)} characters long; at most "
+            f"{MAX_IDEMPOTENCY_KEY} are accepted"
+        )
+    _check_text(value, "idempotency_key")
+
+
 def _check_documents(data: Any, op: str) -> None:
     if isinstance(data, dict):
         return
@@ -139,6 +155,9 @@ def parse_push(message: Any) -> PushRequest:
     check_json(message.get("id"), "id")
     if key is not None:
         _check_key(key)
+    idempotency_key = message.get("idempotency_key")
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
     if op in ("insert", "upsert"):
         _check_documents(data, op)
     elif op in ("update", "replace"):
@@ -162,6 +181,7 @@ def parse_push(message: Any) -> PushRequest:
         key=key,
         reply_channel=reply_channel,
         id=message.get("id"),
+        idempotency_key=idempotency_key,
     )
 
 
@@ -174,6 +194,7 @@ def build_push(
     key: Any = None,
     reply_channel: str | None = None,
     id: Any = None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     """The ``changeflow.push`` message, validated (raises ``PushError``)."""
     message: dict[str, Any] = {
@@ -190,6 +211,8 @@ def build_push(
         message["reply_channel"] = reply_channel
     if id is not None:
         message["id"] = id
+    if idempotency_key is not None:
+        message["idempotency_key"] = idempotency_key
     parse_push(message)
     return message
 

@@ -48,3 +48,22 @@ async def test_a_refused_push_is_told_by_the_workers_code(answer, frame_code):
             await client.disconnect()
     assert (frame["event"], frame["code"], frame["id"]) == ("error", frame_code, 7), frame
     assert frame["message"] == answer["error"]
+
+
+async def test_a_push_frames_idempotency_key_reaches_the_worker():
+    with override_settings(**SETTINGS):
+        client = WebsocketCommunicator(ChangeflowConsumer.as_asgi(), "/ws/changeflow/")
+        connected, _ = await client.connect()
+        assert connected
+        try:
+            frame = {"action": "push", "stream": "db.t", "data": {}, "id": 1}
+            await client.send_json_to({**frame, "idempotency_key": "order-17"})
+            layer = get_channel_layer()
+            push = await asyncio.wait_for(layer.receive("changeflow"), 5)
+            await client.send_json_to({**frame, "id": 2, "idempotency_key": "k" * 129})
+            refused = await client.receive_json_from(timeout=5)
+        finally:
+            await client.disconnect()
+    assert push["idempotency_key"] == "order-17"
+    assert (refused["event"], refused["code"], refused["id"]) == ("error", "bad_request", 2)
+    assert "idempotency_key" in refused["message"]

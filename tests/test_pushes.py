@@ -26,6 +26,14 @@ from changeflow_channels.worker.watch import WatchPatterns
         (("db", "t", None), {"op": "replace"}, "replace needs a key"),
         (("db", "t", None), {"op": "delete"}, "delete needs a key"),
         (("db", "t", {"a": 1}), {"op": "update", "key": {"no": "dicts"}}, "key must be"),
+        (("db", "t", {}), {"idempotency_key": 7}, "idempotency_key must be a non-empty string"),
+        (("db", "t", {}), {"idempotency_key": ""}, "idempotency_key must be a non-empty string"),
+        (("db", "t", {}), {"idempotency_key": "k" * 129}, "129 characters long; at most 128"),
+        (("db", "t", {}), {"idempotency_key": "\ud800"}, "idempotency_key is not valid Unicode"),
+        (("db", "t", {}), {"idempotency_key": "k", "retries": 2}, "retries needs"),
+        (("db", "t", {}), {"retries": 2, "wait": True}, "retries needs an idempotency_key"),
+        (("db", "t", {}), {"retries": -1}, "retries must be an integer"),
+        (("changeflow_internal", "push_keys", {}), {}, "changeflow's own"),
     ],
 )
 async def test_apush_to_flow_refuses_bad_pushes_before_sending(args, options, error):
@@ -61,6 +69,22 @@ def test_push_to_flow_is_the_sync_twin():
     }
 
 
+def test_an_idempotency_key_travels_in_the_message():
+    layer = InMemoryChannelLayer()
+    key = "é" * 128  # characters, not bytes
+    push_to_flow("testdb", "t", {"a": 1}, idempotency_key=key, channel_layer=layer)
+    message = async_to_sync(layer.receive)("changeflow")
+    assert message["idempotency_key"] == key
+    assert parse_push(message).idempotency_key == key
+    assert parse_push({"database": "d", "table": "t", "data": {}}).idempotency_key is None
+
+
+@pytest.mark.parametrize("key", [7, "", "k" * 129, ["k"], "\udfff"])
+def test_a_push_with_a_bad_idempotency_key_is_invalid(key):
+    with pytest.raises(PushError, match="idempotency_key"):
+        parse_push({"database": "d", "table": "t", "data": {}, "idempotency_key": key})
+
+
 def test_parse_push_defaults():
     request = parse_push({"database": "d", "table": "t", "data": {"a": 1}})
     assert (request.op, request.key, request.documents, request.stream) == (
@@ -90,6 +114,7 @@ def test_watch_patterns():
     assert patterns.matches("blog", "posts")
     assert not patterns.matches("blog", "drafts")
     assert not WatchPatterns(["*"]).matches("rethinkdb", "table_config")
+    assert not WatchPatterns(["*"]).matches("changeflow_internal", "push_keys")
 
 
 def test_rethinkdb_url():

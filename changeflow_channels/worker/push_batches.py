@@ -44,6 +44,7 @@ from ..pushes import (
     parse_push,
 )
 from ..rethink import is_connection_error
+from .idempotency import count_ours_inserted, write_once
 from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,9 @@ def receive(message: dict[str, Any], writer: PushWriter, max_bytes: int) -> Rece
         item.size = check_size(request.data, max_bytes)
     except PushError as error:
         item.result = error_result(message.get("id"), str(error), INVALID)
+        return item
+    if request.idempotency_key is not None:
+        item.request = request  # keyed as its record says, written alone (idempotency.py)
         return item
     item.request, item.generated = writer.with_keys(request)
     item.groupable = (
@@ -219,6 +223,10 @@ async def _write_one(
 ) -> None:
     assert item.request is not None
     try:
+        if item.request.idempotency_key is not None:
+            deadline = time.monotonic() + writer.deadline if give_up is None else give_up
+            item.result = await write_once(writer, item.request, deadline)
+            return
         item.result = await writer.write_keyed(
             item.request, item.generated, retry=retry, give_up=give_up
         )
@@ -264,10 +272,8 @@ async def _write_group(writer: PushWriter, items: list[Received]) -> None:
     # The group may have landed in full or in part: retry rules recognise ours.
     for item in items:
         await _write_one(writer, item, retry=True, give_up=give_up)
-        result = item.result
-        if result is not None and result["ok"] and result.get("unchanged"):
-            result["inserted"] += result["unchanged"]  # under a fresh key of ours: ours
-            result["unchanged"] = 0
+        if item.result is not None and item.result["ok"]:
+            count_ours_inserted(item.result)  # under a fresh key of ours: ours
 
 
 class PushPipeline:

@@ -11,6 +11,7 @@ from typing import Any
 
 from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
+from ..conf import get_settings
 from ..pushes import (
     INVALID,
     REJECTED,
@@ -22,6 +23,7 @@ from ..pushes import (
 )
 from ..rethink import Reconnecting, is_connection_error
 from ..tables.ddl import TableRegistry, repair_table, table_exists
+from .idempotency import PushKeys
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +41,21 @@ class PushWriter:
     with an error: it is never acknowledged before RethinkDB did.
     """
 
-    def __init__(self, connection: Reconnecting, tables: TableRegistry, deadline: float) -> None:
+    def __init__(
+        self,
+        connection: Reconnecting,
+        tables: TableRegistry,
+        deadline: float,
+        idempotency_window: float | None = None,
+    ) -> None:
         self.connection = connection
         self.r = connection.r
         self.tables = tables
         self.deadline = deadline
+        # The records of pushes with an idempotency key (idempotency.py).
+        if idempotency_window is None:
+            idempotency_window = get_settings().idempotency_window
+        self.push_keys = PushKeys(connection, idempotency_window)
         # Tables written to, so a clean shutdown can wait for their changes.
         self.written: set[tuple[str, str]] = set()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..names import SYSTEM_DATABASE, InvalidName, validate_name
+from ..names import RESERVED_DATABASES, InvalidName, validate_name
 
 
 def check_pattern(pattern: object) -> str:
@@ -21,13 +21,14 @@ def check_pattern(pattern: object) -> str:
 
 
 class WatchPatterns:
-    """Decides which tables the worker follows. The system database never matches."""
+    """Decides which tables the worker follows. The system database (and changeflow's
+    own) never matches."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = [check_pattern(p) for p in patterns]
 
     def matches(self, database: str, table: str) -> bool:
-        if database == SYSTEM_DATABASE:
+        if database in RESERVED_DATABASES:
             return False
         for pattern in self.patterns:
             if pattern in ("*", f"{database}.*", f"{database}.{table}"):

@@ -1,7 +1,7 @@
 """``python manage.py changeflow``: the worker, and its subcommands.
 
     manage.py changeflow [-q] [--watch PATTERN ...]     the worker
-    manage.py changeflow push STREAM DATA [--op OP] [--key KEY]
+    manage.py changeflow push STREAM DATA [--op OP] [--key KEY] [--idempotency-key KEY]
     manage.py changeflow <subcommand> --help
 
 Each subcommand lives in ``changeflow_channels/management/subcommands/<name>.py``

@@ -26,7 +26,18 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--op", choices=OPS, default="insert")
     parser.add_argument("--key", help="primary key (JSON, or plain text for a string key)")
     parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="pushes with one key into one table are written once (at most 128 characters)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the answer"
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="with --idempotency-key: send again after a timeout or an unavailable answer",
     )
     parser.add_argument("--layer", default="default", help="channel layer alias")
 
@@ -66,8 +77,10 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
             data,
             op=options["op"],
             key=_key(options["key"]),
+            idempotency_key=options["idempotency_key"],
             wait=True,
             timeout=options["timeout"],
+            retries=options["retries"],
             channel_layer=layer,
         )
     except PushError as error:

@@ -1,0 +1,336 @@
+"""Idempotent pushes: pushes with one ``idempotency_key`` into one table are written once.
+
+The record of each key lives in RethinkDB, in the table ``push_keys`` of the
+project's own database ``changeflow_internal`` (made on first use; never
+followed, streamed or written by clients, see ``names.py``), so it outlives
+restarts of Redis, of the worker and of Daphne. A push with a key:
+
+1. ``begin``: one query makes the key's record unless a fresh one exists: it
+   is ``pending``, and holds the keys this worker chose for the documents
+   without a primary key (and the field they go in) and the push's fingerprint.
+2. A record found ``done``: the push was written, and its answer is the
+   recorded one (with this push's ``id``). A record of a different push (same
+   key, other fingerprint) is refused as ``invalid``.
+3. Otherwise the documents are written, keyed as the record says. A record
+   found ``pending`` means an earlier attempt may have landed (its worker died,
+   or lost RethinkDB, between writing and completing; or another worker writes
+   it now): the write is applied again so that it lands once: a document equal
+   to ours under our recorded key is ours, and counts as ``inserted``.
+4. ``complete``: the record becomes ``done`` with the answer, unless another
+   attempt completed it first: then that answer is given. An answer
+   ``unavailable`` (RethinkDB unreachable) leaves it pending, for the retry.
+
+A record older than ``CHANGEFLOW_IDEMPOTENCY_WINDOW`` counts as absent; such
+records are deleted in the background, at most ``EXPIRE_BATCH`` at a time,
+at most once per ``EXPIRE_EVERY`` seconds while pushes with keys come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from rethinkdb.errors import ReqlError, ReqlOpFailedError
+
+from ..names import INTERNAL_DATABASE
+from ..pushes import (
+    INVALID,
+    REJECTED,
+    RESULT_TYPE,
+    UNAVAILABLE,
+    PushError,
+    PushRequest,
+    error_result,
+)
+from ..rethink import Reconnecting, is_connection_error
+from ..tables.ddl import create_table
+
+if TYPE_CHECKING:
+    from .push_writer import PushWriter
+
+logger = logging.getLogger(__name__)
+
+DATABASE = INTERNAL_DATABASE
+TABLE = "push_keys"
+AT_INDEX = "at"
+PENDING = "pending"
+DONE = "done"
+# Records deleted per expiry round, and the seconds between two rounds.
+EXPIRE_BATCH = 1000
+EXPIRE_EVERY = 60.0
+QUERY_TIMEOUT = 5.0
+# Answers recorded for good: a retry gets the same one. ``unavailable`` is not.
+FINAL_CODES = (REJECTED, INVALID)
+
+
+class RecordsUnavailable(Exception):
+    """RethinkDB could not be reached for the record until the push's deadline."""
+
+
+def record_id(database: str, table: str, key: str) -> str:
+    """The record's primary key (RethinkDB's are at most 127 bytes: a digest)."""
+    text = json.dumps([database, table, key], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(request: PushRequest) -> str:
+    """What makes a push the same push: its op, key and data as sent."""
+    text = json.dumps(
+        [request.op, request.key, request.data],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One push's record as ``begin`` left it."""
+
+    record: dict[str, Any]
+    created: bool  # by this attempt (else found: done, or pending from an earlier one)
+
+    @property
+    def done(self) -> bool:
+        return self.record.get("state") == DONE
+
+
+def keyed_as(request: PushRequest, pk: str, keys: list[Any]) -> PushRequest:
+    """``request`` with ``keys`` given, in order, to the inserted documents without ``pk``."""
+    if request.op != "insert":
+        return request
+    remaining = iter(keys)
+    documents = []
+    for doc in request.documents:
+        if pk not in doc:
+            key = next(remaining, None)
+            if key is None:
+                raise PushError("the push's record does not match its documents")
+            doc = {**doc, pk: key}
+        documents.append(doc)
+    return replace(request, data=documents)
+
+
+class PushKeys:
+    """The records of idempotency keys, in RethinkDB."""
+
+    def __init__(self, connection: Reconnecting, window: float) -> None:
+        self.connection = connection
+        self.r = connection.r
+        self.window = window
+        self._ready = False
+        self._making = asyncio.Lock()  # one ensure() at a time: racing creates make two tables
+        self._next_expiry = 0.0
+        self._expiring: asyncio.Task[int] | None = None
+
+    @property
+    def table(self) -> Any:
+        return self.r.db(DATABASE).table(TABLE)
+
+    async def ensure(self, conn: Any) -> None:
+        """The records' table and its index on ``at`` (made once, by whoever comes first)."""
+        async with self._making:
+            if not self._ready:
+                await self._make(conn)
+
+    async def _make(self, conn: Any) -> None:
+        await create_table(self.r, conn, DATABASE, TABLE)
+        if AT_INDEX not in await self.table.index_list().run(conn):
+            try:
+                await self.table.index_create(AT_INDEX).run(conn)
+            except ReqlOpFailedError:
+                if AT_INDEX not in await self.table.index_list().run(conn):
+                    raise
+        await self.table.index_wait(AT_INDEX).run(conn)
+        self._ready = True
+
+    async def _run(self, conn: Any, query: Any) -> Any:
+        """``query``, making the table first when it is missing (or was lost)."""
+        if not self._ready:
+            await asyncio.wait_for(self.ensure(conn), QUERY_TIMEOUT * 4)
+        try:
+            return await asyncio.wait_for(query.run(conn), QUERY_TIMEOUT)
+        except ReqlOpFailedError:
+            self._ready = False  # a RethinkDB that lost its data: make it again
+            await asyncio.wait_for(self.ensure(conn), QUERY_TIMEOUT * 4)
+            return await asyncio.wait_for(query.run(conn), QUERY_TIMEOUT)
+
+    async def begin(self, conn: Any, record: dict[str, Any]) -> Attempt:
+        """``record`` stored unless a fresh record of its key exists; the one that holds."""
+        r = self.r
+        cutoff = record["at"] - self.window
+        query = self.table.get(record["id"]).replace(
+            lambda old: r.branch(old.eq(None), record, old["at"].lt(cutoff), record, old),
+            return_changes="always",
+        )
+        result = await self._run(conn, query)
+        if result.get("errors"):
+            raise ReqlOpFailedError(result.get("first_error", "the push's record was refused"))
+        held = result["changes"][0]["new_val"]
+        return Attempt(held, held.get("attempt") == record["attempt"])
+
+    async def complete(self, conn: Any, attempt: Attempt, answer: dict[str, Any]) -> dict[str, Any]:
+        """Record ``answer``; the answer recorded (another attempt's, if it was first)."""
+        r = self.r
+        record = attempt.record
+        done = {"state": DONE, "result": answer}
+        query = self.table.get(record["id"]).update(
+            lambda rec: r.branch(
+                rec["state"].eq(PENDING).and_(rec["fingerprint"].eq(record["fingerprint"])),
+                done,
+                {},
+            ),
+            return_changes="always",
+        )
+        result = await self._run(conn, query)
+        changes = result.get("changes") or []
+        held = changes[0].get("new_val") if changes else None
+        if not held or held.get("state") != DONE or "result" not in held:
+            return answer  # expired and deleted meanwhile: ours stands
+        return dict(held["result"])
+
+    def expire_soon(self) -> None:
+        """Delete expired records in the background (bounded, not too often)."""
+        now = time.monotonic()
+        if now < self._next_expiry or (self._expiring is not None and not self._expiring.done()):
+            return
+        self._next_expiry = now + min(EXPIRE_EVERY, self.window)
+        self._expiring = asyncio.ensure_future(self._expire_logged())
+
+    async def _expire_logged(self) -> int:
+        try:
+            return await self.expire(time.time())
+        except Exception as error:  # the expiry task's boundary: logged, tried again later
+            logger.warning("expired idempotency keys not deleted: %r", error)
+            return 0
+
+    async def expire(self, now: float) -> int:
+        """Delete at most ``EXPIRE_BATCH`` records older than the window; how many went."""
+        r = self.r
+        conn = await self.connection.get()
+        cutoff = now - self.window
+        # Deleted only if still expired when deleted: a record made again meanwhile stays.
+        query = (
+            self.table.between(r.minval, cutoff, index=AT_INDEX)
+            .limit(EXPIRE_BATCH)
+            .replace(lambda rec: r.branch(rec["at"].lt(cutoff), None, rec))
+        )
+        deleted = int((await self._run(conn, query)).get("deleted", 0))
+        if deleted >= EXPIRE_BATCH:
+            self._next_expiry = 0.0  # more to do: the next push with a key goes on
+        if deleted:
+            logger.info("deleted %d expired idempotency keys", deleted)
+        return deleted
+
+
+def new_record(
+    writer: PushWriter, request: PushRequest
+) -> tuple[dict[str, Any], PushRequest, list[Any]]:
+    """The pending record of a first attempt at ``request``, and the request keyed as it says."""
+    assert request.idempotency_key is not None
+    keyed, generated = writer.with_keys(request)
+    record = {
+        "id": record_id(request.database, request.table, request.idempotency_key),
+        "stream": request.stream,
+        "key": request.idempotency_key,
+        "at": time.time(),
+        "state": PENDING,
+        "fingerprint": fingerprint(request),
+        "pk": writer.tables.known_primary_key(request.database, request.table) or "id",
+        "generated": generated,
+        "attempt": uuid.uuid4().hex,
+    }
+    return record, keyed, generated
+
+
+async def write_once(writer: PushWriter, request: PushRequest, give_up: float) -> dict[str, Any]:
+    """Write ``request`` (which has an ``idempotency_key``) once; its answer."""
+    assert request.idempotency_key is not None
+    keys = writer.push_keys
+    keys.expire_soon()
+    record, keyed, generated = new_record(writer, request)
+    try:
+        attempt = await _with_records(writer, give_up, lambda conn: keys.begin(conn, record))
+    except RecordsUnavailable as error:
+        return error_result(request.id, f"{error}; push not written", UNAVAILABLE)
+    held = attempt.record
+    if held["fingerprint"] != record["fingerprint"]:
+        return error_result(
+            request.id,
+            f"idempotency_key {request.idempotency_key!r} was used for a different push "
+            f"into {request.stream}",
+            INVALID,
+        )
+    if attempt.done:
+        return {"type": RESULT_TYPE, **held["result"], "id": request.id}
+    if not attempt.created:
+        logger.info(
+            "push with idempotency_key %r into %s: an earlier attempt may have landed; "
+            "writing it so that it lands once",
+            request.idempotency_key,
+            request.stream,
+        )
+        generated = list(held["generated"])
+        try:
+            keyed = keyed_as(request, held["pk"], generated)
+        except PushError as error:
+            return error_result(request.id, str(error), INVALID)
+    answer = await writer.write_keyed(keyed, generated, retry=not attempt.created, give_up=give_up)
+    if answer["ok"] and request.op == "insert":
+        count_ours_inserted(answer)
+    if not answer["ok"] and answer.get("code") not in FINAL_CODES:
+        return answer  # not written for now: the record stays pending, for the retry
+    stored = {name: value for name, value in answer.items() if name not in ("type", "id")}
+    try:
+        final = await _with_records(
+            writer, give_up, lambda conn: keys.complete(conn, attempt, stored)
+        )
+    except RecordsUnavailable as error:
+        logger.warning(
+            "push with idempotency_key %r into %s written, its record not completed (%s): "
+            "a retry writes it again, so that it lands once",
+            request.idempotency_key,
+            request.stream,
+            error,
+        )
+        return answer
+    return {**answer, **final, "id": request.id}
+
+
+def count_ours_inserted(answer: dict[str, Any]) -> None:
+    """An insert retried: a document found equal to ours under our key was our own
+    earlier attempt (``unchanged``), so it counts as inserted."""
+    if answer.get("unchanged"):
+        answer["inserted"] += answer["unchanged"]
+        answer["unchanged"] = 0
+
+
+async def _with_records(writer: PushWriter, give_up: float, work: Any) -> Any:
+    """``work(conn)`` on the writer's connection, tried again while RethinkDB is
+    unreachable, until ``give_up`` (``time.monotonic()``)."""
+    delay = 0.1
+    while True:
+        conn = None
+        try:
+            conn = await writer.connection.get()
+            return await work(conn)
+        except (ReqlError, OSError, asyncio.TimeoutError) as error:
+            if isinstance(error, ReqlError) and not is_connection_error(error, conn):
+                raise
+            await writer.connection.discard()
+            if time.monotonic() + delay > give_up:
+                raise RecordsUnavailable(
+                    f"RethinkDB unavailable for {writer.deadline:g} s: {error}"
+                ) from error
+            logger.warning(
+                "RethinkDB unavailable (%s); retrying push's record in %.1f s", error, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
