@@ -1,12 +1,13 @@
 """Sync requests: a consumer asks the worker for missed changes or a snapshot.
 
 See docs/protocol.md ("Sync request and result"). The worker's answer is built
-by ``worker.table_state.sync_answer``.
+by ``worker.table_state.sync_answer``, and sent in pages of a bounded size
+(``answer_pages``); the consumer puts them back together (``SyncPages``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .jsonsafe import is_unicode
@@ -71,3 +72,57 @@ def parse_sync(message: dict[str, Any]) -> SyncRequest:
         since=parse_since(message.get("since")),
         snapshot=bool(message.get("snapshot")),
     )
+
+
+# -- Answers in pages -------------------------------------------------------------
+
+
+def join_pages(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``changeflow.sync.result`` from its pages: their ``changes`` and their
+    snapshot's ``documents`` one after the other."""
+    whole = {key: value for key, value in parts[0].items() if key not in ("part", "last")}
+    if whole.get("changes") is not None:
+        whole["changes"] = [change for part in parts for change in part["changes"] or []]
+    if whole.get("snapshot") is not None:
+        whole["snapshot"] = {
+            "documents": [
+                document for part in parts for document in part["snapshot"]["documents"]
+            ],
+            "truncated": any(part["snapshot"]["truncated"] for part in parts),
+        }
+    return whole
+
+
+@dataclass
+class SyncPages:
+    """The pages of one answer received so far (the consumer's side)."""
+
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, page: dict[str, Any]) -> dict[str, Any] | None:
+        """The whole answer once ``page`` completes it, else None. An answer
+        without ``part`` comes whole. A page missing or out of order (a full
+        channel drops messages) drops the pages so far: the request's resend
+        brings the whole answer again."""
+        part = page.get("part")
+        if part is None:
+            return page
+        first = self.parts[0] if self.parts else None
+        if part == 0:
+            self.parts = [page]
+        elif (
+            first is not None
+            and part == len(self.parts)
+            and (page.get("epoch"), page.get("seq")) == (first.get("epoch"), first.get("seq"))
+        ):
+            self.parts.append(page)
+        else:
+            self.parts = []
+            return None
+        if not page.get("last"):
+            return None
+        parts, self.parts = self.parts, []
+        return join_pages(parts)
+
+    def clear(self) -> None:
+        self.parts = []

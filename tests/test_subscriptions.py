@@ -10,10 +10,13 @@ from typing import Any
 
 from changeflow_channels.web import subscriptions
 from changeflow_channels.web.subscriptions import (
+    JITTER,
     MAX_HELD,
+    SYNC_RESEND_MAX,
     SYNC_RESEND,
     SYNC_RETRY,
     Action,
+    CancelTimers,
     Deliver,
     RequestSync,
     Resync,
@@ -52,7 +55,7 @@ def answer(request_id: str, epoch: str | None, seq: int, **fields: Any) -> dict[
 
 
 def subscription(**options: Any) -> Subscription:
-    return Subscription("db.t", "db", "t", sync_timeout=10.0, **options)
+    return Subscription("db.t", "db", "t", **{"sync_timeout": 10.0, **options})
 
 
 def seqs(actions: list[Action]) -> list[tuple[int, bool]]:
@@ -98,9 +101,8 @@ def test_a_gap_is_held_and_healed_by_the_sync_answer():
     request = the_request(actions)
     assert (request.since, request.snapshot) == (("e1", 1), False)
     assert TimeOutLater(request.request_id, 10.0) in actions
-    assert [a.delay for a in actions if isinstance(a, RetrySyncLater)] == [
-        SYNC_RESEND * n for n in range(1, 5)
-    ]
+    [resend] = [a.delay for a in actions if isinstance(a, RetrySyncLater)]  # one at a time
+    assert SYNC_RESEND * JITTER[0] <= resend <= SYNC_RESEND * JITTER[1]
     assert frames(actions) == []
     assert sub.offer(change(5)) == []  # held meanwhile
     healed = sub.sync_answered(
@@ -159,7 +161,7 @@ def test_a_gap_in_a_snapshot_subscription_that_cannot_be_filled_brings_a_snapsho
         )
     )
     assert frames(actions) == [("resync", "history_exceeded"), ("snapshot", "e1", 50)]
-    assert actions[1] == Snapshot(documents, False, "e1", 50)
+    assert Snapshot(documents, False, "e1", 50) in actions
 
 
 def test_a_new_epoch_resyncs_a_plain_subscription_and_goes_on_from_there():
@@ -234,12 +236,16 @@ def test_a_sync_the_worker_cannot_answer_yet_is_asked_again_later():
     sub.offer(change(1))
     request = the_request(sub.offer(change(3)))
     retry = sub.sync_answered(answer(request.request_id, None, 0, resync="unavailable"))
-    assert retry == [RetrySyncLater(request.request_id, SYNC_RETRY)]
-    assert sub.sync_unavailable() == retry
+    # Instead of the resend planned (the timeout stays), one shortly.
+    cancel, again = retry
+    assert cancel == CancelTimers(request.request_id, keep_timeout=True)
+    assert isinstance(again, RetrySyncLater) and again.request_id == request.request_id
+    assert SYNC_RETRY * JITTER[0] <= again.delay <= SYNC_RETRY * JITTER[1]
     assert sub.pending == request.request_id and sub.held == [change(3)]
-    assert sub.retry_due(request.request_id) == [request]  # the same request, sent again
+    assert requests(sub.retry_due(request.request_id)) == [request]  # the same, sent again
     healed = sub.sync_answered(answer(request.request_id, "e1", 3, changes=[change(2), change(3)]))
     assert seqs(healed) == [(2, False), (3, False)]
+    assert CancelTimers(request.request_id) in healed
     assert sub.retry_due(request.request_id) == []  # answered: nothing more to send
     assert sub.sync_unavailable() == []  # nothing asked
 
@@ -344,3 +350,131 @@ def test_named_subscriptions_tag_their_frames():
     assert subscription(name="a").tag({"event": "resync"}) == {"event": "resync", "sub": "a"}
     assert subscription().tag({"event": "resync"}) == {"event": "resync"}
     assert subscription(name=3).key == ("db.t", 3)
+
+
+# -- a feed's new epoch, announced at once (changeflow.epoch; issue 14, item 2) -------------
+
+
+# Bounded sync traffic (issue 14, item 6): resends back off, timers are cancelled,
+# answers come in pages.
+
+
+def resends(actions: list[Action]) -> list[float]:
+    return [a.delay for a in actions if isinstance(a, RetrySyncLater)]
+
+
+def test_resends_back_off_with_jitter_until_the_timeout():
+    sub = subscription(sync_timeout=60.0)
+    sub.offer(change(1))
+    actions = sub.offer(change(3))
+    request = the_request(actions)
+    planned = resends(actions)
+    while True:  # each resend, when it fires, plans the next one
+        again = sub.retry_due(request.request_id)
+        assert requests(again) == [request]
+        if not resends(again):
+            break
+        planned += resends(again)
+    assert len(planned) >= 4  # not one every 2 s: 60 s would have been 29
+    assert len(planned) < 60 / SYNC_RESEND - 1
+    for index, delay in enumerate(planned):
+        base = min(SYNC_RESEND * 2**index, SYNC_RESEND_MAX)
+        assert base * JITTER[0] <= delay <= base * JITTER[1]
+    assert sum(planned) < 60.0  # none after the timeout
+    assert len(set(planned)) == len(planned)  # jitter: subscriptions do not resend in waves
+
+
+def test_an_answer_cancels_the_timers_of_its_request():
+    sub = subscription()
+    sub.offer(change(1))
+    request = the_request(sub.offer(change(3)))
+    actions = sub.sync_answered(answer(request.request_id, "e1", 3, changes=[change(2), change(3)]))
+    assert [a for a in actions if isinstance(a, CancelTimers)] == [
+        CancelTimers(request.request_id)
+    ]
+    timed_out = subscription()
+    timed_out.offer(change(1))
+    request = the_request(timed_out.offer(change(3)))
+    assert CancelTimers(request.request_id) in timed_out.timed_out(request.request_id)
+
+
+def paged(request_id: str, epoch: str, seq: int, pages: list[dict[str, Any]]) -> list[dict]:
+    return [
+        answer(request_id, epoch, seq, part=index, last=index == len(pages) - 1, **page)
+        for index, page in enumerate(pages)
+    ]
+
+
+def test_an_answer_in_pages_is_put_back_together():
+    sub = subscription(snapshot=True)
+    request = the_request(sub.start())
+    pages = paged(
+        request.request_id,
+        "e1",
+        7,
+        [
+            {"snapshot": {"documents": [{"id": 1}, {"id": 2}], "truncated": False}},
+            {"snapshot": {"documents": [{"id": 3}], "truncated": False}},
+            {"snapshot": {"documents": [{"id": 4}], "truncated": False}},
+        ],
+    )
+    assert sub.sync_answered(pages[0]) == [] and sub.sync_answered(pages[1]) == []
+    assert sub.offer(change(8)) == []  # held until the whole answer is there
+    actions = sub.sync_answered(pages[2])
+    assert Snapshot([{"id": n} for n in (1, 2, 3, 4)], False, "e1", 7) in actions
+    assert frames(actions) == [("snapshot", "e1", 7), 8]
+    assert CancelTimers(request.request_id) in actions
+
+
+def test_changes_in_pages_are_replayed_in_order():
+    sub = subscription()
+    sub.offer(change(1))
+    request = the_request(sub.offer(change(5)))
+    pages = paged(
+        request.request_id,
+        "e1",
+        5,
+        [{"changes": [change(2), change(3)]}, {"changes": [change(4)]}, {"changes": [change(5)]}],
+    )
+    assert [sub.sync_answered(page) for page in pages[:2]] == [[], []]
+    assert seqs(sub.sync_answered(pages[2])) == [(2, False), (3, False), (4, False), (5, False)]
+
+
+def test_an_answer_missing_a_page_waits_for_the_resend():
+    sub = subscription()
+    sub.offer(change(1))
+    request = the_request(sub.offer(change(5)))
+    pages = paged(
+        request.request_id,
+        "e1",
+        5,
+        [{"changes": [change(2), change(3)]}, {"changes": [change(4)]}, {"changes": [change(5)]}],
+    )
+    assert sub.sync_answered(pages[0]) == []
+    assert sub.sync_answered(pages[2]) == []  # page 1 was lost: nothing delivered
+    assert sub.pending == request.request_id
+    assert requests(sub.retry_due(request.request_id)) == [request]
+    for page in pages[:2]:
+        assert sub.sync_answered(page) == []
+    assert seqs(sub.sync_answered(pages[2])) == [(2, False), (3, False), (4, False), (5, False)]
+
+
+def test_late_changes_of_an_epoch_left_bring_no_more_resyncs():
+    """Issue 14, case 14: after a Redis restart a subscription got three identical
+    resyncs at once. Its sync answer moved it to the new epoch; then the changes it
+    had held, some of them late ones of the old epoch, were each taken for a new
+    epoch: one more resync for the old one, and one more for the new one after it."""
+    sub = subscription()
+    for seq in (1, 2):
+        sub.offer(change(seq))
+    request = the_request(sub.layer_recovered())
+    sub.offer(change(3))  # sent before the feed restarted, delivered late
+    for seq in (1, 2):
+        sub.offer(change(seq, "e2"))
+    sub.offer(change(4))  # later still
+    actions = sub.sync_answered(answer(request.request_id, "e2", 0, resync="epoch_changed"))
+    assert frames(actions) == [("resync", "epoch_changed"), 1, 2]
+    assert (sub.epoch, sub.seq) == ("e2", 2)
+    assert sub.offer(change(5)) == []  # and so are the next ones of the old epoch
+    assert sub.take_batch([change(6), change(7)]) is False
+    assert frames(sub.offer(change(3, "e2"))) == [3]

@@ -11,24 +11,39 @@ subscription asked for snapshots.
 Nothing here does I/O, starts a task or a timer: each event method returns the
 actions the consumer performs, in order (``web/delivery.py``). A timer the
 consumer starts for ``RetrySyncLater`` or ``TimeOutLater`` comes back as
-``retry_due`` or ``timed_out``.
+``retry_due`` or ``timed_out``; ``CancelTimers`` says when a request's timers are
+no longer wanted (it was answered, or replaced).
+
+A sync request goes out again while unanswered, less and less often (backoff
+with jitter: after a Redis restart every subscription asks at once, and their
+resends must not come in waves). A large answer comes in pages (``part``,
+``last``), put back together here.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..sync import SyncPages
 from .filters import Filter
 
 logger = logging.getLogger(__name__)
 
-# A sync the worker says it cannot answer yet is asked again after this long.
+# A sync the worker says it cannot answer yet is asked again after about this long.
 SYNC_RETRY = 0.5
-# An unanswered sync request is sent again this often (until its timeout).
+# An unanswered sync request is sent again after about this long, then after twice
+# as long each time (up to SYNC_RESEND_MAX), until its timeout.
 SYNC_RESEND = 2.0
+SYNC_RESEND_MAX = 8.0
+# Each of those delays is multiplied by a random factor in this range (jitter).
+JITTER = (0.5, 1.5)
+# Epochs a subscription has left (they never come back): their late changes are stale.
+LEFT_EPOCHS = 8
 # Changes held while waiting for a sync answer; beyond it the subscription resyncs.
 MAX_HELD = 10_000
 
@@ -87,7 +102,16 @@ class TimeOutLater:
     delay: float
 
 
-Action = Deliver | Resync | Snapshot | RequestSync | RetrySyncLater | TimeOutLater
+@dataclass(slots=True)
+class CancelTimers:
+    """Cancel the timers of request ``request_id``: its resend and (unless
+    ``keep_timeout``) its timeout."""
+
+    request_id: str
+    keep_timeout: bool = False
+
+
+Action = Deliver | Resync | Snapshot | RequestSync | RetrySyncLater | TimeOutLater | CancelTimers
 
 
 @dataclass(eq=False)
@@ -105,6 +129,12 @@ class Subscription:
     since: Position | None = None  # what that request resumes from
     held: list[dict[str, Any]] = field(default_factory=list)
     given_up: bool = False  # held changes were dropped (MAX_HELD): resync when settled
+    # The request in flight: seconds of resends scheduled so far, the next resend's
+    # delay (before jitter), and the pages of its answer received so far.
+    waited: float = 0.0
+    resend_delay: float = SYNC_RESEND
+    pages: SyncPages = field(default_factory=SyncPages)
+    left: deque[str] = field(default_factory=lambda: deque(maxlen=LEFT_EPOCHS))
 
     @property
     def key(self) -> tuple[str, Any]:
@@ -151,6 +181,7 @@ class Subscription:
         first, last = changes[0], changes[-1]
         if (
             self.pending is not None
+            or first["epoch"] in self.left
             or first["epoch"] != last["epoch"]
             or last["seq"] - first["seq"] != len(changes) - 1
             or (
@@ -163,19 +194,23 @@ class Subscription:
         return True
 
     def sync_answered(self, message: dict[str, Any]) -> list[Action]:
-        """The worker's ``changeflow.sync.result`` (ignored unless it answers the
-        request in flight)."""
+        """The worker's ``changeflow.sync.result``, or one page of it (ignored
+        unless it answers the request in flight)."""
         if self.pending is None or message.get("id") != self.pending:
             return []  # an answer to an older request
         if message.get("resync") == "unavailable":
             return self.sync_unavailable()
-        self.pending = None
+        whole = self.pages.add(message)
+        if whole is None:
+            return []  # more pages to come
+        message = whole
         actions: list[Action] = []
+        self._settle(actions)
         if message.get("resync"):
             actions.append(Resync(message["resync"]))
         snapshot = message.get("snapshot")
         if snapshot is not None:
-            self.epoch, self.seq = message["epoch"], message["seq"]
+            self._move(message["epoch"], message["seq"])
             actions.append(
                 Snapshot(
                     snapshot["documents"], snapshot["truncated"], message["epoch"], message["seq"]
@@ -186,24 +221,30 @@ class Subscription:
                 if self.seq is None or change["seq"] > self.seq:
                     self.epoch, self.seq = change["epoch"], change["seq"]
                     actions.append(Deliver(change, live=False))
-            self.epoch, self.seq = message["epoch"], message["seq"]
+            self._move(message["epoch"], message["seq"])
         else:
-            self.epoch, self.seq = message["epoch"], message["seq"]
+            self._move(message["epoch"], message["seq"])
         self._release_held(actions)
         return actions
 
     def sync_unavailable(self) -> list[Action]:
         """The worker cannot answer yet (the feed is restarting): ask again
-        shortly, still holding changes."""
+        shortly (instead of the resend planned), still holding changes."""
         if self.pending is None:
             return []
-        return [RetrySyncLater(self.pending, SYNC_RETRY)]
+        self.pages.clear()
+        self.resend_delay = SYNC_RESEND
+        delay = SYNC_RETRY * random.uniform(*JITTER)
+        return [CancelTimers(self.pending, keep_timeout=True), RetrySyncLater(self.pending, delay)]
 
     def retry_due(self, request_id: str) -> list[Action]:
-        """Time to send the request again (when it is still unanswered)."""
+        """Time to send the request again (when it is still unanswered); the
+        next resend, if any, comes after twice as long."""
         if self.pending is None or request_id != self.pending:
             return []
-        return [RequestSync(self.pending, self.since, self.snapshot)]
+        actions: list[Action] = [RequestSync(self.pending, self.since, self.snapshot)]
+        self._resend_later(actions)
+        return actions
 
     def timed_out(self, request_id: str) -> list[Action]:
         """The worker did not answer in time: say so. A snapshot subscription
@@ -212,9 +253,10 @@ class Subscription:
         if self.pending is None or request_id != self.pending:
             return []
         logger.warning("no sync answer for %s within %g s", self.stream, self.sync_timeout)
-        self.pending = None
+        actions: list[Action] = []
+        self._settle(actions)
         self.given_up = False
-        actions: list[Action] = [Resync("unavailable")]
+        actions.append(Resync("unavailable"))
         self.epoch, self.seq = None, None  # the next change (or snapshot) sets the position
         if self.snapshot:
             self._request(None, actions)
@@ -235,6 +277,8 @@ class Subscription:
     # -- the rules ---------------------------------------------------------------
 
     def _offer(self, message: dict[str, Any], actions: list[Action]) -> None:
+        if message["epoch"] in self.left:
+            return  # a late change of an epoch this subscription has left: stale
         if self.pending is not None:
             if len(self.held) >= MAX_HELD:
                 self.held.clear()
@@ -272,7 +316,7 @@ class Subscription:
             self.held.append(message)
             self._request(None, actions)
             return
-        self.epoch, self.seq = message["epoch"], message["seq"]
+        self._move(message["epoch"], message["seq"])
         actions.append(Deliver(message))
 
     def _release_held(self, actions: list[Action]) -> None:
@@ -289,11 +333,39 @@ class Subscription:
                 return
             self._offer(message, actions)
 
+    def _move(self, epoch: str | None, seq: int) -> None:
+        """The position is now ``(epoch, seq)``. An epoch left never comes back
+        (each is new): changes of it that arrive late are dropped (``left``), never
+        taken for yet another new epoch (and another ``resync``)."""
+        if self.epoch is not None and epoch != self.epoch and self.epoch not in self.left:
+            self.left.append(self.epoch)
+        self.epoch, self.seq = epoch, seq
+
     def _request(self, since: Position | None, actions: list[Action]) -> None:
+        if self.pending is not None:
+            actions.append(CancelTimers(self.pending))  # replaced
         self.pending = request_id = uuid.uuid4().hex
         self.since = since
+        self.pages.clear()
+        self.waited, self.resend_delay = 0.0, SYNC_RESEND
         actions.append(RequestSync(request_id, since, self.snapshot))
         actions.append(TimeOutLater(request_id, self.sync_timeout))
-        # A request (or its answer) can be lost on a full channel: ask again meanwhile.
-        for resend in range(1, int(self.sync_timeout / SYNC_RESEND)):
-            actions.append(RetrySyncLater(request_id, resend * SYNC_RESEND))
+        self._resend_later(actions)
+
+    def _resend_later(self, actions: list[Action]) -> None:
+        """A request (or its answer) can be lost on a full channel: it is sent again
+        if still unanswered after a while (doubling, with jitter), before its timeout."""
+        assert self.pending is not None
+        delay = self.resend_delay * random.uniform(*JITTER)
+        if self.waited + delay >= self.sync_timeout:
+            return
+        self.waited += delay
+        self.resend_delay = min(self.resend_delay * 2, SYNC_RESEND_MAX)
+        actions.append(RetrySyncLater(self.pending, delay))
+
+    def _settle(self, actions: list[Action]) -> None:
+        """The request in flight is over (answered, or timed out): its timers go."""
+        if self.pending is not None:
+            actions.append(CancelTimers(self.pending))
+        self.pending = None
+        self.pages.clear()
