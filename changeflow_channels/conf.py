@@ -57,6 +57,11 @@ class ChangeflowSettings:
     max_document_bytes: int = 1048576
     send_queue: int = 1000
     send_queue_bytes: int = 16 * 1024 * 1024
+    # What is sent: the largest frame (below Daphne's 1 MiB), and the window of frames
+    # (and bytes) sent to a client and not yet acknowledged (``ack``).
+    max_sent_frame_bytes: int = 1_000_000
+    send_window: int = 256
+    send_window_bytes: int = 2 * 1024 * 1024
     # Batches of changes.
     batch_size: int = 1000
     batch_bytes: int = 262144

@@ -79,6 +79,17 @@ PLAIN: dict[str, tuple[str, str, str]] = {
         "seconds",
         "the seconds a push's idempotency key is remembered (one write per key and table)",
     ),
+    "max_sent_frame_bytes": (
+        "E050",
+        "count",
+        "the largest frame sent to a client, in bytes (keep it below the ASGI server's limit)",
+    ),
+    "send_window": ("E051", "count", "the most frames sent to a client and not acknowledged"),
+    "send_window_bytes": (
+        "E052",
+        "count",
+        "about the most bytes sent to a client and not acknowledged",
+    ),
     "clean_every": ("E016", "seconds", "the seconds between two autoclean rounds"),
     "lease_time": ("E006", "seconds", "the seconds a worker's lease on a table lasts"),
 }

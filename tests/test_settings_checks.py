@@ -76,6 +76,9 @@ GOOD = [
     ("MAX_DOCUMENT_BYTES", 10_000_000),
     ("SEND_QUEUE", 1),
     ("SEND_QUEUE_BYTES", 1 << 30),
+    ("MAX_SENT_FRAME_BYTES", 4 << 20),
+    ("SEND_WINDOW", 1),
+    ("SEND_WINDOW_BYTES", 1 << 20),
     ("BATCH_SIZE", 1),
     ("BATCH_BYTES", 1024),
     ("SYNC_TIMEOUT", 2.5),
@@ -158,6 +161,9 @@ BAD = [
     *[("MAX_DOCUMENT_BYTES", v, "E039", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SEND_QUEUE", v, "E040", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SEND_QUEUE_BYTES", v, "E041", "a positive integer") for v in POSITIVE_INTEGERS],
+    *[("MAX_SENT_FRAME_BYTES", v, "E050", "a positive integer") for v in POSITIVE_INTEGERS],
+    *[("SEND_WINDOW", v, "E051", "a positive integer") for v in POSITIVE_INTEGERS],
+    *[("SEND_WINDOW_BYTES", v, "E052", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("BATCH_SIZE", v, "E042", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("BATCH_BYTES", v, "E043", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SYNC_TIMEOUT", v, "E044", "a positive number of seconds") for v in POSITIVE_SECONDS],
@@ -343,7 +349,7 @@ def test_conf_reads_every_setting_with_its_default():
     defaults()["CHANGEFLOW_WATCH"].append("x")
     assert defaults()["CHANGEFLOW_WATCH"] == ["*"]
     assert setting_name("send_queue") == "CHANGEFLOW_SEND_QUEUE"
-    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 31
+    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 34
 
 
 def test_nothing_but_conf_reads_a_changeflow_setting():
