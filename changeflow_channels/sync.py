@@ -7,8 +7,11 @@ by ``worker.table_state.sync_answer``, and sent in pages of a bounded size
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from .jsonsafe import is_unicode
 from .names import InvalidName, stream_name
@@ -76,6 +79,49 @@ def parse_sync(message: dict[str, Any]) -> SyncRequest:
 
 # -- Answers in pages -------------------------------------------------------------
 
+# What a page costs besides its changes or documents (its header), in bytes.
+PAGE_HEADER_BYTES = 512
+
+
+def _size(item: Any) -> int:
+    return len(orjson.dumps(item, default=str))
+
+
+def answer_pages(answer: dict[str, Any], max_bytes: int) -> Iterator[dict[str, Any]]:
+    """``answer`` as it is when its changes and documents fit in ``max_bytes``
+    (about: serialized as JSON), else in pages that each do: the same header
+    (``id``, ``epoch``, ``seq``, ``resync``...) with ``part`` (0, 1, ...) and ``last``
+    (true on the final one), and consecutive slices of ``changes`` and of
+    ``snapshot.documents``. One item larger than ``max_bytes`` gets a page of its
+    own. ``join_pages`` puts them back together."""
+    changes = answer.get("changes") or []
+    snapshot = answer.get("snapshot")
+    documents = snapshot["documents"] if snapshot is not None else []
+    items = [("changes", item) for item in changes] + [("documents", item) for item in documents]
+    sizes = [_size(item) for _, item in items]
+    budget = max(max_bytes - PAGE_HEADER_BYTES, 1)
+    if sum(sizes) <= budget:
+        yield answer
+        return
+    slices: list[list[tuple[str, Any]]] = [[]]
+    used = 0
+    for item, size in zip(items, sizes, strict=True):
+        if slices[-1] and used + size > budget:
+            slices.append([])
+            used = 0
+        slices[-1].append(item)
+        used += size
+    for part, chunk in enumerate(slices):
+        page = {**answer, "part": part, "last": part == len(slices) - 1}
+        if answer.get("changes") is not None:
+            page["changes"] = [item for kind, item in chunk if kind == "changes"]
+        if snapshot is not None:
+            page["snapshot"] = {
+                **snapshot,
+                "documents": [item for kind, item in chunk if kind == "documents"],
+            }
+        yield page
+
 
 def join_pages(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One ``changeflow.sync.result`` from its pages: their ``changes`` and their
@@ -85,9 +131,7 @@ def join_pages(parts: list[dict[str, Any]]) -> dict[str, Any]:
         whole["changes"] = [change for part in parts for change in part["changes"] or []]
     if whole.get("snapshot") is not None:
         whole["snapshot"] = {
-            "documents": [
-                document for part in parts for document in part["snapshot"]["documents"]
-            ],
+            "documents": [document for part in parts for document in part["snapshot"]["documents"]],
             "truncated": any(part["snapshot"]["truncated"] for part in parts),
         }
     return whole

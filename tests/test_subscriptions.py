@@ -12,8 +12,8 @@ from changeflow_channels.web import subscriptions
 from changeflow_channels.web.subscriptions import (
     JITTER,
     MAX_HELD,
-    SYNC_RESEND_MAX,
     SYNC_RESEND,
+    SYNC_RESEND_MAX,
     SYNC_RETRY,
     Action,
     CancelTimers,
@@ -389,9 +389,7 @@ def test_an_answer_cancels_the_timers_of_its_request():
     sub.offer(change(1))
     request = the_request(sub.offer(change(3)))
     actions = sub.sync_answered(answer(request.request_id, "e1", 3, changes=[change(2), change(3)]))
-    assert [a for a in actions if isinstance(a, CancelTimers)] == [
-        CancelTimers(request.request_id)
-    ]
+    assert [a for a in actions if isinstance(a, CancelTimers)] == [CancelTimers(request.request_id)]
     timed_out = subscription()
     timed_out.offer(change(1))
     request = the_request(timed_out.offer(change(3)))

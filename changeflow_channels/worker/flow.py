@@ -106,6 +106,8 @@ class Flow:
             self.r, self.address, self._table_added, self._table_removed, self.repairs.start
         )
         self._discovery_task: asyncio.Task[None] | None = None
+        # Snapshots of large tables being read for sync answers, by stream (shared).
+        self._snapshot_reads: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._background: list[asyncio.Task[None]] = []
 
     @property
@@ -250,9 +252,19 @@ class Flow:
         return answer
 
     async def _read_snapshot(self, request: SyncRequest) -> dict[str, Any]:
-        """A table too large to keep in memory: read (at most the limit) from RethinkDB."""
+        """A table too large to keep in memory: read (at most the limit) from RethinkDB,
+        once for all the requests that want it meanwhile (the result is shared: not
+        to be changed)."""
+        reading = self._snapshot_reads.get(request.stream)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read_table(request.database, request.table))
+            self._snapshot_reads[request.stream] = reading
+            reading.add_done_callback(_forget_read(self._snapshot_reads, request.stream))
+        return await asyncio.shield(reading)
+
+    async def _read_table(self, database: str, table: str) -> dict[str, Any]:
         limit = self.settings.snapshot_limit
-        query = self.r.db(request.database).table(request.table).limit(limit + 1)
+        query = self.r.db(database).table(table).limit(limit + 1)
         try:
             conn = await self._write_connection.get()
             documents = await query.run(conn, **RAW_FORMATS)
@@ -281,6 +293,19 @@ class Flow:
 
     def is_following(self, stream: str) -> bool:
         return self.following.is_following(stream)
+
+
+def _forget_read(reads: dict[str, asyncio.Future[Any]], stream: str) -> Any:
+    """A done-callback: the read is over (a later request reads again); its error,
+    if nobody awaits it any more, is retrieved (logged by those who did)."""
+
+    def callback(reading: asyncio.Future[Any]) -> None:
+        if reads.get(stream) is reading:
+            del reads[stream]
+        if not reading.cancelled():
+            reading.exception()
+
+    return callback
 
 
 def _unavailable(request: SyncRequest) -> dict[str, Any]:
