@@ -60,3 +60,20 @@ def test_a_push_the_worker_refuses_exits_non_zero(process_env, stream_db):
     assert done.returncode != 0
     assert "Duplicate primary key" in done.stderr
     assert json.loads(done.stdout)["ok"] is False
+
+
+def test_a_push_with_an_idempotency_key_is_written_once(process_env, stream_db):
+    args = ("push", f"{stream_db}.idem", '{"n": 1}', "--idempotency-key", "cli-1")
+    first = changeflow(process_env, *args)
+    second = changeflow(process_env, *args, "--retries", "2")
+    assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
+    answers = [json.loads(first.stdout), json.loads(second.stdout)]
+    assert answers[0] == answers[1] and answers[0]["inserted"] == 1
+    other = changeflow(
+        process_env, "push", f"{stream_db}.idem", '{"n": 2}', "--idempotency-key", "cli-1"
+    )
+    assert other.returncode != 0 and "was used for a different push" in other.stderr
+    too_long = changeflow(
+        process_env, "push", f"{stream_db}.idem", "{}", "--idempotency-key", "k" * 129
+    )
+    assert too_long.returncode != 0 and "at most 128" in too_long.stderr
