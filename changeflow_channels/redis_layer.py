@@ -26,6 +26,7 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from importlib import metadata
 from typing import Any
 
@@ -75,6 +76,14 @@ POOL_TIMEOUT = 20.0  # seconds a command waits for a free connection
 RECONNECT_RETRIES = 1
 RECONNECT_BACKOFF = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
 
+# But not while receiving (``receive_forever``): a receive must see an outage, so
+# that its consumer rejoins its groups, which a restarted Redis has forgotten.
+_receiving: ContextVar[bool] = ContextVar("changeflow_receiving", default=False)
+
+
+def _may_retry(error: Exception) -> bool:
+    return not _receiving.get()
+
 
 def pool_options(host: dict[str, Any]) -> dict[str, Any]:
     """A host's connection settings with this layer's defaults under them (what the
@@ -83,7 +92,10 @@ def pool_options(host: dict[str, Any]) -> dict[str, Any]:
         "max_connections": POOL_CONNECTIONS,
         "timeout": POOL_TIMEOUT,
         "retry": Retry(
-            RECONNECT_BACKOFF, RECONNECT_RETRIES, supported_errors=(RedisConnectionError,)
+            RECONNECT_BACKOFF,
+            RECONNECT_RETRIES,
+            supported_errors=(RedisConnectionError,),
+            is_retryable=_may_retry,
         ),
     }
     return {**defaults, **host}
@@ -163,6 +175,20 @@ async def receive_forever(
     layer answers again (a cheap probe), so the caller can rejoin its groups,
     which a restarted Redis has forgotten.
     """
+    token = _receiving.set(True)
+    try:
+        return await _receive_forever(channel_layer, channel, recovered, receive, should_stop)
+    finally:
+        _receiving.reset(token)
+
+
+async def _receive_forever(
+    channel_layer: Any,
+    channel: str,
+    recovered: dict[str, Any] | None,
+    receive: Callable[[str], Awaitable[Any]] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Any:
     delay = 0.1
     failed = False
     while True:
@@ -170,7 +196,9 @@ async def receive_forever(
             if failed and recovered is not None:
                 await channel_layer.group_discard(PROBE_GROUP, channel)
                 logger.warning("channel layer back for %s", channel)
-                return dict(recovered)
+                if OUTAGES.recovered(channel_layer, channel):
+                    return dict(recovered)
+                failed = False  # told already, by the receive that saw the layer back first
             return await (receive or channel_layer.receive)(channel)
         except asyncio.CancelledError:
             raise
@@ -178,6 +206,7 @@ async def receive_forever(
             continue  # an idle connection's socket_timeout: receive again
         except Exception as error:  # the receive loop's boundary: logged, retried with backoff
             failed = True
+            OUTAGES.failed(channel_layer)
             if should_stop is not None and should_stop():
                 return None
             logger.warning(
@@ -187,6 +216,45 @@ async def receive_forever(
             if should_stop is not None and should_stop():
                 return None
             delay = min(delay * 2, MAX_BACKOFF)
+
+
+class Outages:
+    """Every consumer of a process must hear that the channel layer came back, but
+    channels_redis's receives of one process share one pop: only the consumer whose
+    receive made it sees an outage. So the first receive that sees the layer back
+    after an outage tells every other consumer of the process listening
+    (``listen``), once per outage."""
+
+    def __init__(self) -> None:
+        self._down: set[int] = set()  # id() of the layers in an outage
+        self._listeners: dict[int, dict[str, Callable[[], None]]] = {}
+
+    def listen(self, channel_layer: Any, channel: str, tell: Callable[[], None]) -> None:
+        self._listeners.setdefault(id(channel_layer), {})[channel] = tell
+
+    def forget(self, channel_layer: Any, channel: str) -> None:
+        listeners = self._listeners.get(id(channel_layer), {})
+        listeners.pop(channel, None)
+        if not listeners:
+            self._listeners.pop(id(channel_layer), None)
+
+    def failed(self, channel_layer: Any) -> None:
+        self._down.add(id(channel_layer))
+
+    def recovered(self, channel_layer: Any, channel: str) -> bool:
+        """The layer answers again (for ``channel``'s receive): whether that is news
+        to ``channel`` (False: another receive saw it first and told everyone
+        listening, ``channel`` too)."""
+        if id(channel_layer) not in self._down:
+            return channel not in self._listeners.get(id(channel_layer), {})
+        self._down.discard(id(channel_layer))
+        for other, tell in list(self._listeners.get(id(channel_layer), {}).items()):
+            if other != channel:
+                tell()
+        return True
+
+
+OUTAGES = Outages()
 
 
 class ResilientChannelMixin:
@@ -200,17 +268,22 @@ class ResilientChannelMixin:
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.base_send = send
         sources = [receive]
+        recovered = {"type": "changeflow.layer_recovered"}
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(
-                receive_forever,
-                self.channel_layer,
-                self.channel_name,
-                recovered={"type": "changeflow.layer_recovered"},
+                receive_forever, self.channel_layer, self.channel_name, recovered=recovered
             )
             sources.append(self.channel_receive)
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch(sources, self.dispatch)  # type: ignore[attr-defined]
+            put = getattr(receive, "put", None)  # a queue of the consumer's own (LocalEvents)
+            if put is not None:
+                OUTAGES.listen(self.channel_layer, self.channel_name, lambda: put(dict(recovered)))
+        try:
+            with contextlib.suppress(StopConsumer):
+                await await_many_dispatch(sources, self.dispatch)  # type: ignore[attr-defined]
+        finally:
+            if self.channel_layer is not None:
+                OUTAGES.forget(self.channel_layer, self.channel_name)
 
 
 # -- Receiving from a channel that several worker processes read at once -----

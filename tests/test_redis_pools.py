@@ -17,10 +17,14 @@ from redis.asyncio import Redis
 
 from changeflow_channels.redis_layer import (
     LAYER_ERRORS,
+    OUTAGES,
     RedisChannelLayer,
     group_discard_retrying,
+    receive_forever,
 )
 from changeflow_channels.testing.processes import RedisServer
+
+from .polling import poll_until
 
 PREFIX = "pools"
 
@@ -80,6 +84,50 @@ async def test_the_first_commands_after_a_redis_restart_succeed(
     assert [result for result in results if isinstance(result, BaseException)] == []
     assert await members(redis_server, "after") == 151
     assert (await layer.receive("after.channel"))["type"] == "hello"
+
+
+RECOVERED = {"type": "changeflow.layer_recovered"}
+
+
+async def test_every_consumer_of_a_process_hears_of_a_redis_restart_once(
+    layer: RedisChannelLayer, redis_server: RedisServer
+) -> None:
+    """channels_redis's receives of one process share one pop: only one of them sees
+    the connection fail. The reconnecting pool must not hide that from it either
+    (a receive is never retried), and the others are told: all must rejoin their
+    groups, which the restarted Redis forgot."""
+    channels = [await layer.new_channel() for _ in range(100)]
+    told: dict[str, int] = {channel: 0 for channel in channels}
+    returned: dict[str, int] = {channel: 0 for channel in channels}
+    for channel in channels:
+        OUTAGES.listen(
+            layer, channel, lambda channel=channel: told.__setitem__(channel, told[channel] + 1)
+        )
+
+    async def consumer(channel: str) -> None:
+        while True:
+            message = await receive_forever(layer, channel, recovered=RECOVERED)
+            if message == RECOVERED:
+                returned[channel] += 1
+
+    consumers = [asyncio.ensure_future(consumer(channel)) for channel in channels]
+    try:
+        await asyncio.sleep(0.3)  # every receive waiting
+        await asyncio.to_thread(redis_server.restart)
+
+        async def heard() -> dict[str, int]:
+            return {channel: told[channel] + returned[channel] for channel in channels}
+
+        await poll_until(heard, lambda seen: all(seen.values()), 15, str)
+        await asyncio.sleep(1.0)  # and nobody hears it twice
+        assert await heard() == {channel: 1 for channel in channels}
+        await layer.send(channels[2], {"type": "after"})  # receiving goes on
+    finally:
+        for task in consumers:
+            task.cancel()
+        await asyncio.gather(*consumers, return_exceptions=True)
+        for channel in channels:
+            OUTAGES.forget(layer, channel)
 
 
 async def test_group_discard_is_retried_until_redis_is_back(
