@@ -52,3 +52,24 @@ def change_message(
         "epoch": epoch,
         "seq": seq,
     }
+
+
+EPOCH_TYPE = "changeflow.epoch"
+
+
+def epoch_message(
+    database: str, table: str, epoch: str, seq: int, *, since_creation: bool
+) -> dict[str, Any]:
+    """A table's feed began ``epoch`` and caught up after change ``seq`` of it.
+
+    ``since_creation``: the epoch's changes start with the table's creation (a
+    table that appeared: its documents were announced as ``add``), so nothing
+    written before them can be missed."""
+    return {
+        "type": EPOCH_TYPE,
+        "database": database,
+        "table": table,
+        "epoch": epoch,
+        "seq": seq,
+        "since_creation": since_creation,
+    }

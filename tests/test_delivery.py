@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from channels.layers import InMemoryChannelLayer
 
+from changeflow_channels.changes import epoch_message
 from changeflow_channels.worker.hooks import HookRunner
 from changeflow_channels.worker.publish import Delivery
 
@@ -52,3 +55,18 @@ async def test_a_stream_it_may_no_longer_send_is_not_sent():
     await delivery.drain()
     assert await layer.receive(member) == message(2)
     assert delivery.pending("d.t") == 0
+
+
+async def test_an_epoch_message_goes_alone_in_its_place_among_the_changes():
+    layer = InMemoryChannelLayer(capacity=1000)
+    member = await layer.new_channel()
+    await layer.group_add("d.t", member)
+    delivery = Delivery(layer, HookRunner([], 1.0), verbose=False, batch_size=100)
+    epoch = epoch_message("d", "t", "e", 3, since_creation=False)
+    for item in (message(1), message(2), message(3), epoch, message(4), message(5)):
+        await delivery(item)  # handed over faster than any send completes
+    await delivery.drain()
+    received = [await asyncio.wait_for(layer.receive(member), 5) for _ in range(3)]
+    assert [c["seq"] for c in received[0]["changes"]] == [1, 2, 3]
+    assert received[1] == epoch  # after the changes read before it, never in a batch
+    assert [c["seq"] for c in received[2]["changes"]] == [4, 5]

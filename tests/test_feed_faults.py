@@ -14,18 +14,22 @@ import pytest
 from rethinkdb import RethinkDB
 
 from changeflow_channels import rethink
+from changeflow_channels.changes import EPOCH_TYPE
 from changeflow_channels.rethink import new_driver
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
 from changeflow_channels.worker.feeds import TableFeed
 
 
 class Sink:
+    """The feed's changes (``messages``) and its epoch announcements (``epochs``)."""
+
     def __init__(self) -> None:
         self.messages: list[dict] = []
+        self.epochs: list[dict] = []
         self.arrived = asyncio.Event()
 
     async def __call__(self, message: dict) -> None:
-        self.messages.append(message)
+        (self.epochs if message["type"] == EPOCH_TYPE else self.messages).append(message)
         self.arrived.set()
 
     async def wait_for(self, predicate, timeout: float = 10.0) -> dict:
@@ -109,6 +113,11 @@ async def test_restarted_rethinkdb_means_a_new_epoch_with_the_documents_reloaded
     await new_epoch(feed, first["epoch"])
     # The new epoch's documents include what was written while the feed was away.
     assert sorted(doc["id"] for doc in feed.state.documents()) == [1, 2]
+    # Each epoch was announced once its feed caught up, the new one at once (issue 14, item 2).
+    assert [(e["epoch"], e["seq"], e["since_creation"]) for e in sink.epochs] == [
+        (first["epoch"], 0, False),
+        (feed.state.epoch, 0, False),
+    ]
     await asyncio.to_thread(insert, faulty_rethinkdb, {"id": 3})
     third = await sink.wait_for(lambda m: m["change"]["new_val"] == {"id": 3})
     assert (third["epoch"], third["seq"]) == (feed.state.epoch, 1)

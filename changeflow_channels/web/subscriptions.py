@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..changes import EPOCH_TYPE
 from ..sync import SyncPages
 from .filters import Filter
 
@@ -274,7 +275,50 @@ class Subscription:
             self._request(None, actions)
         return actions
 
+    def epoch_started(self, epoch: str, seq: int, since_creation: bool = False) -> list[Action]:
+        """The table's feed began ``epoch`` and caught up after its change ``seq``
+        (``changeflow.epoch``, in order with the changes). Changes written while
+        the feed was down are not replayed: a subscription in another epoch is
+        told at once (``resync``; a snapshot subscription asks for a fresh
+        snapshot), not when the next change comes. ``since_creation``: the
+        epoch's changes start with the table's creation, nothing can be missed
+        before them. With a sync in flight, decided once it is answered."""
+        marker = {"type": EPOCH_TYPE, "epoch": epoch, "seq": seq, "since_creation": since_creation}
+        actions: list[Action] = []
+        if self.pending is not None:
+            self.held.append(marker)  # its answer may predate the epoch
+        else:
+            self._epoch_started(marker, actions)
+        return actions
+
     # -- the rules ---------------------------------------------------------------
+
+    def _epoch_started(self, marker: dict[str, Any], actions: list[Action]) -> None:
+        epoch, seq = marker["epoch"], marker["seq"]
+        if self.seq is not None and epoch == self.epoch:
+            if seq > self.seq:  # changes of this epoch went missing: fill the gap
+                self._request((self.epoch, self.seq), actions)
+            return
+        if marker["since_creation"] and (
+            self.seq is None or (self.epoch is None and self.seq == 0)
+        ):
+            # The epoch announces everything since the table's creation: nothing is
+            # missed, but the changes announced before this point by one that knew
+            # the table as missing, (None, 0), and did not see them.
+            if self.seq is not None and seq > 0:
+                self._request((epoch, 0), actions)
+            elif self.seq is not None:
+                self.epoch, self.seq = epoch, seq
+            return
+        if not self.snapshot and any(isinstance(action, Resync) for action in actions):
+            # Told to reload by this very event: the reload comes after this epoch began.
+            self.epoch, self.seq = epoch, seq
+            return
+        actions.append(Resync("epoch_changed"))
+        if self.snapshot:
+            self._request(None, actions)
+            return
+        self.epoch, self.seq = epoch, seq
 
     def _offer(self, message: dict[str, Any], actions: list[Action]) -> None:
         if message["epoch"] in self.left:
@@ -331,7 +375,10 @@ class Subscription:
             if self.pending is not None:  # a new gap: keep the rest for later
                 self.held.extend(held[index:])
                 return
-            self._offer(message, actions)
+            if message.get("type") == EPOCH_TYPE:
+                self._epoch_started(message, actions)
+            else:
+                self._offer(message, actions)
 
     def _move(self, epoch: str | None, seq: int) -> None:
         """The position is now ``(epoch, seq)``. An epoch left never comes back

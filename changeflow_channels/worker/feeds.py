@@ -12,7 +12,7 @@ from rethinkdb import RethinkDB
 from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
 from .. import metrics
-from ..changes import build_change, change_message
+from ..changes import build_change, change_message, epoch_message
 from ..jsonsafe import RawDecoder, json_safe
 from ..rethink import RAW_FORMATS, Follower
 from ..rethinkdb_url import RethinkDBAddress
@@ -20,7 +20,7 @@ from .table_state import TableState
 
 logger = logging.getLogger(__name__)
 
-# A changeflow.change message -> awaited before the next change is read
+# A changeflow.change (or changeflow.epoch) message -> awaited before the next item is read
 ChangeSink = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -28,7 +28,10 @@ class TableFeed(Follower):
     """Follows one table and hands every change, numbered, to ``sink``.
 
     Each (re)start of the feed is a new ``epoch``; ``seq`` counts the changes
-    of an epoch from 1. With ``announce_initial`` (a table that appeared while
+    of an epoch from 1. Once an epoch's feed is ready (caught up), a
+    ``changeflow.epoch`` message goes to ``sink`` too, after the changes read
+    before it: subscribers learn of the new epoch at once, not with the next
+    change. With ``announce_initial`` (a table that appeared while
     we were watching), the feed opens with ``include_initial`` and announces
     the documents already there as ``add``: the changefeed guarantees nothing
     falls between those and the changes after them, so a push that created
@@ -128,6 +131,7 @@ class TableFeed(Follower):
                 if item.get("state") == "ready":
                     self.caught_up_event.set()
                     self.ready.set()
+                    await self._announce_epoch()
                 continue
             if "error" in item:
                 # RethinkDB skipped changes (its queue overflowed): subscribers
@@ -144,6 +148,22 @@ class TableFeed(Follower):
             self.metrics.read(message)
             state.record(message)
             await self.sink(message)
+
+    async def _announce_epoch(self) -> None:
+        """Tell every subscriber at once that this epoch began (``changeflow.epoch``),
+        after the changes read before it: a write made while the feed was down is
+        never left for the next change to reveal."""
+        state = self.state
+        assert state.epoch is not None  # set by _follow before reading
+        await self.sink(
+            epoch_message(
+                self.database,
+                self.table,
+                state.epoch,
+                state.seq,
+                since_creation=self.announce_initial,
+            )
+        )
 
     async def _table_exists(self, conn: Any) -> bool:
         try:

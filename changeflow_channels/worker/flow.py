@@ -21,6 +21,7 @@ from ..tables.config import parse_tables
 from ..tables.ddl import TableRegistry
 from ..tables.setup import TableSetup
 from .discovery import TableDiscovery
+from .feed_gate import FeedGate
 from .feeds import TableFeed
 from .hooks import Handler, HookRunner
 from .leases import LeaseStore, positive_seconds
@@ -100,6 +101,11 @@ class Flow:
             settings=settings,
             channel_layer=channel_layer,
             watch=self.patterns.patterns,
+        )
+        self.following.on_epoch = self.ownership.feed_ready
+        # No push is written before a ready feed will announce it (feed_gate.py).
+        self.writer.feed_gate = FeedGate(
+            self.r, self.patterns, self.following, self.ownership, self.tables
         )
         self.repairs = ClashRepairs(self.r, self._write_connection)
         self.discovery = TableDiscovery(

@@ -186,6 +186,11 @@ class LeaseStore:
         values = await self._bounded(self.redis.mget([self.lease_key(s) for s in streams]))
         return {s: None if v is None else _text(v) for s, v in zip(streams, values, strict=True)}
 
+    async def published(self, worker_id: str) -> dict[str, Any] | None:
+        """What a live worker published with its last heartbeat (None: gone)."""
+        raw = await self._bounded(self.redis.get(self.info_key(worker_id)))
+        return None if raw is None else json.loads(raw)
+
     async def unregister(self) -> None:
         """Leave the registry (clean shutdown)."""
         pipe = self.redis.pipeline(transaction=False)

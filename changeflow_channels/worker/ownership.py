@@ -75,6 +75,15 @@ class Ownership(ABC):
         """Whether another worker followed ``stream`` at the last look."""
 
     @abstractmethod
+    async def announced_elsewhere(self, stream: str) -> bool:
+        """Whether another worker follows ``stream`` with a feed that caught up (as it
+        published): a write into the table now is announced by that worker."""
+
+    @abstractmethod
+    def feed_ready(self, stream: str) -> None:
+        """A feed of this worker caught up in a new epoch (others may wait for it)."""
+
+    @abstractmethod
     async def route_sync(self, stream: str, message: dict[str, Any] | None) -> SyncRoute:
         """Who answers a sync request for ``stream`` (``message``: the request as
         received, forwarded as is when another worker answers it)."""
@@ -112,6 +121,12 @@ class SoleOwner(Ownership):
     def held_elsewhere(self, stream: str) -> bool:
         return False
 
+    async def announced_elsewhere(self, stream: str) -> bool:
+        return False
+
+    def feed_ready(self, stream: str) -> None:
+        """Nobody else waits for this worker's feeds."""
+
     async def route_sync(self, stream: str, message: dict[str, Any] | None) -> SyncRoute:
         return SyncRoute.HERE
 
@@ -148,6 +163,12 @@ class Leased(Ownership):
 
     def held_elsewhere(self, stream: str) -> bool:
         return self.sharing.held_elsewhere(stream)
+
+    async def announced_elsewhere(self, stream: str) -> bool:
+        return await self.sharing.announced_elsewhere(stream)
+
+    def feed_ready(self, stream: str) -> None:
+        self.sharing.publish_soon()  # a push another worker holds may wait for it
 
     async def route_sync(self, stream: str, message: dict[str, Any] | None) -> SyncRoute:
         """A table another worker follows: forwarded to that worker's own sync

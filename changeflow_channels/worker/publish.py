@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metrics
-from ..changes import BATCH_TYPE
+from ..changes import BATCH_TYPE, EPOCH_TYPE
 from ..redis_layer import LAYER_ERRORS
 from .group_sender import GroupSender, MessageTooLarge, Sent
 from .hooks import HookRunner
@@ -40,6 +40,9 @@ class Delivery:
     is sent (a single change larger than the bound still goes, alone). Beyond
     ``max_pending`` waiting changes the feed waits (backpressure), so memory
     stays bounded and RethinkDB holds the rest.
+
+    A ``changeflow.epoch`` message (a feed's new epoch) takes its place in the
+    same order, but always travels alone: never in a batch, never to the hooks.
 
     A channel layer that fails (Redis down or restarting) is retried with
     backoff; nothing read from the feed is dropped, unless ``may_send`` says
@@ -110,11 +113,14 @@ class Delivery:
         try:
             while self._pending.get(stream):
                 pending = self._pending[stream]
-                limit = self._limit(stream)
+                limit = _before_epoch(pending, self._limit(stream))
                 batch, self._pending[stream] = pending[:limit], pending[limit:]
                 self._room.set()
                 if not self._may_send(stream):
                     logger.warning("%s: %d change(s) not sent: lease lost", stream, len(batch))
+                    continue
+                if batch[0]["type"] == EPOCH_TYPE:
+                    await self._group_send(stream, batch[0], None)
                     continue
                 result = await self._send_batch(stream, batch)
                 if result is None:
@@ -204,3 +210,12 @@ class Delivery:
                 logger.warning("channel layer unavailable (%r); retrying in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _before_epoch(pending: list[dict[str, Any]], limit: int) -> int:
+    """How many of the first ``limit`` pending messages go next: those before the
+    first epoch message, or that message alone when it comes first."""
+    for index, message in enumerate(pending[:limit]):
+        if message["type"] == EPOCH_TYPE:
+            return max(index, 1)
+    return limit

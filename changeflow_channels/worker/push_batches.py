@@ -44,6 +44,7 @@ from ..pushes import (
     parse_push,
 )
 from ..rethink import is_connection_error
+from .feed_gate import FEED_NOT_READY
 from .idempotency import count_ours_inserted, write_once
 from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 
@@ -241,6 +242,12 @@ async def _write_group(writer: PushWriter, items: list[Received]) -> None:
     documents = [doc for item in items if item.request for doc in item.request.documents]
     give_up = time.monotonic() + writer.deadline
     try:
+        conn = await writer.connection.get()
+        if not await writer.feed_gate.open(conn, first.database, first.table, give_up):
+            for item in items:
+                assert item.request is not None
+                item.result = error_result(item.request.id, FEED_NOT_READY, UNAVAILABLE)
+            return
         counts: dict[str, Any] | None = await writer.insert_once(
             first.database, first.table, documents
         )

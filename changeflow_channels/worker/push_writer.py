@@ -23,6 +23,7 @@ from ..pushes import (
 )
 from ..rethink import Reconnecting, is_connection_error
 from ..tables.ddl import TableRegistry, repair_table, table_exists
+from .feed_gate import FEED_NOT_READY, AlwaysOpen, FeedGate
 from .idempotency import PushKeys
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class PushWriter:
         self.push_keys = PushKeys(connection, idempotency_window)
         # Tables written to, so a clean shutdown can wait for their changes.
         self.written: set[tuple[str, str]] = set()
+        self.feed_gate: FeedGate | AlwaysOpen = AlwaysOpen()  # set by the flow
 
     async def write(self, request: PushRequest) -> dict[str, Any]:
         """Write ``request``; return the ``changeflow.push.result`` message."""
@@ -86,6 +88,8 @@ class PushWriter:
             conn = None
             try:
                 conn = await self.connection.get()
+                if not await self.feed_gate.open(conn, request.database, request.table, give_up):
+                    return error_result(request.id, FEED_NOT_READY, UNAVAILABLE)
                 try:
                     counts = await self._apply_in_time(conn, request, retry)
                 except ReqlOpFailedError:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from rethinkdb import RethinkDB
 
+from ..changes import EPOCH_TYPE
 from ..rethinkdb_url import RethinkDBAddress
 from .feeds import ChangeSink, TableFeed
 
@@ -27,7 +29,8 @@ class TableFeeds:
     ``feeds`` maps each followed table to its feed and the feed's task. With
     ``fenced`` (several workers), a feed delivers only while it is the table's
     current feed: one dropped (its lease lost) delivers nothing more, even what
-    it read before its connection closed.
+    it read before its connection closed; once it announced a new epoch (caught
+    up), ``on_epoch(stream)`` is called (other workers' pushes may wait for it).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class TableFeeds:
         self.fenced = fenced
         self.watched: dict[str, tuple[str, str, str]] = {}
         self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
+        self.on_epoch: Callable[[str], None] = lambda stream: None
 
     def watch(self, database: str, table: str, primary_key: str) -> str:
         """``database.table`` is watched (not followed yet); its stream name."""
@@ -89,6 +93,8 @@ class TableFeeds:
             entry = self.feeds.get(stream)
             if entry is not None and entry[0].state.epoch == message["epoch"]:
                 await self.delivery(message)
+                if message["type"] == EPOCH_TYPE:
+                    self.on_epoch(stream)
 
         return sink
 

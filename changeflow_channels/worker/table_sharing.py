@@ -192,6 +192,24 @@ class TableSharing:
     async def holder(self, stream: str) -> str | None:
         return (await self.store.holders([stream]))[stream]
 
+    async def announced_elsewhere(self, stream: str) -> bool:
+        """Another worker holds ``stream`` and published its feed as caught up (False
+        when Redis cannot tell)."""
+        try:
+            holder = await self.holder(stream)
+            if holder is None or holder == self.worker_id:
+                return False
+            published = await self.store.published(holder)
+        except REDIS_ERRORS as error:
+            logger.debug("%s: its holder's state not read (%r)", stream, error)
+            return False
+        tables = (published or {}).get("tables") or {}
+        return bool((tables.get(stream) or {}).get("caught_up"))
+
+    def publish_soon(self) -> None:
+        """Publish this worker's state (its feeds caught up) now, not at the next tick."""
+        self._wake.set()
+
     def start(self, discovered: asyncio.Event) -> None:
         self._task = asyncio.ensure_future(self.run(discovered))
 
