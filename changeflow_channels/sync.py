@@ -145,19 +145,19 @@ class SyncPages:
 
     def add(self, page: dict[str, Any]) -> dict[str, Any] | None:
         """The whole answer once ``page`` completes it, else None. An answer
-        without ``part`` comes whole. A page missing or out of order (a full
-        channel drops messages) drops the pages so far: the request's resend
-        brings the whole answer again."""
+        without ``part`` comes whole. A page already had (a repeat, or a page of
+        another answer to the same request, when it was resent) is ignored; a page
+        missing (a full channel drops messages) drops the pages so far: the
+        request's next resend brings the whole answer again."""
         part = page.get("part")
         if part is None:
             return page
-        first = self.parts[0] if self.parts else None
-        if part == 0:
-            self.parts = [page]
-        elif (
-            first is not None
-            and part == len(self.parts)
-            and (page.get("epoch"), page.get("seq")) == (first.get("epoch"), first.get("seq"))
+        if not isinstance(part, int) or part < len(self.parts):
+            return None
+        first = self.parts[0] if self.parts else page
+        if part == len(self.parts) and (page.get("epoch"), page.get("seq")) == (
+            first.get("epoch"),
+            first.get("seq"),
         ):
             self.parts.append(page)
         else:
