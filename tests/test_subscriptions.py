@@ -355,6 +355,112 @@ def test_named_subscriptions_tag_their_frames():
 # -- a feed's new epoch, announced at once (changeflow.epoch; issue 14, item 2) -------------
 
 
+def test_a_new_epoch_resyncs_a_plain_subscription_at_once_and_goes_on_from_its_position():
+    sub = subscription()
+    sub.offer(change(7))
+    actions = sub.epoch_started("e2", 0)
+    assert frames(actions) == [("resync", "epoch_changed")] and requests(actions) == []
+    assert (sub.epoch, sub.seq, sub.pending) == ("e2", 0, None)
+    assert seqs(sub.offer(change(1, epoch="e2"))) == [(1, True)]  # no second resync
+
+
+def test_a_new_epoch_brings_a_snapshot_subscription_a_fresh_snapshot_at_once():
+    sub = subscription(snapshot=True)
+    start = the_request(sub.start())
+    sub.sync_answered(
+        answer(start.request_id, "e1", 5, snapshot={"documents": [{"id": 1}], "truncated": False})
+    )
+    actions = sub.epoch_started("e2", 0)
+    assert frames(actions) == [("resync", "epoch_changed")]
+    fresh = the_request(actions)
+    assert (fresh.since, fresh.snapshot) == (None, True)
+    assert sub.offer(change(1, epoch="e2")) == []  # held until the snapshot
+    after = sub.sync_answered(
+        answer(fresh.request_id, "e2", 0, snapshot={"documents": [{"id": 2}], "truncated": False})
+    )
+    assert frames(after) == [("snapshot", "e2", 0), 1]
+
+
+def test_the_epoch_it_is_in_already_changes_nothing_unless_changes_went_missing():
+    sub = subscription()
+    sub.offer(change(1, epoch="e2"))
+    assert sub.epoch_started("e2", 1) == []
+    assert sub.epoch_started("e2", 0) == []
+    gap = the_request(sub.epoch_started("e2", 3))  # 2 and 3 were sent before it, never came
+    assert gap.since == ("e2", 1)
+
+
+def test_a_plain_subscription_without_a_position_resyncs_unless_the_table_is_new():
+    sub = subscription()
+    assert frames(sub.epoch_started("e1", 4)) == [("resync", "epoch_changed")]
+    assert (sub.epoch, sub.seq) == ("e1", 4)
+    assert seqs(sub.offer(change(5))) == [(5, True)]
+    fresh = subscription()
+    # A table that appeared: its epoch's changes start with its creation.
+    assert fresh.epoch_started("e1", 0, since_creation=True) == []
+    assert seqs(fresh.offer(change(1))) == [(1, True)]
+
+
+def test_a_table_that_did_not_exist_when_subscribed_misses_nothing_of_its_first_epoch():
+    sub = subscription(snapshot=True)
+    request = the_request(sub.start())
+    sub.sync_answered(
+        answer(request.request_id, None, 0, snapshot={"documents": [], "truncated": False})
+    )
+    assert sub.epoch_started("e1", 0, since_creation=True) == []
+    assert (sub.epoch, sub.seq) == ("e1", 0)
+    assert seqs(sub.offer(change(1))) == [(1, True)]
+    # Its first changes announced before the epoch began and not seen: filled from its start.
+    late = subscription(snapshot=True)
+    request = the_request(late.start())
+    late.sync_answered(
+        answer(request.request_id, None, 0, snapshot={"documents": [], "truncated": False})
+    )
+    fill = the_request(late.epoch_started("e1", 2, since_creation=True))
+    assert fill.since == ("e1", 0)
+    # A table that was there but followed by nobody: what it had is unknown, resync.
+    known = subscription(snapshot=True)
+    request = the_request(known.start())
+    known.sync_answered(
+        answer(request.request_id, None, 0, snapshot={"documents": [], "truncated": False})
+    )
+    actions = known.epoch_started("e1", 3)
+    assert frames(actions) == [("resync", "epoch_changed")]
+    assert the_request(actions).snapshot
+
+
+def test_an_epoch_that_begins_while_a_sync_is_in_flight_is_decided_after_its_answer():
+    sub = subscription()
+    sub.offer(change(1))
+    request = the_request(sub.offer(change(3)))
+    assert sub.epoch_started("e2", 0) == []  # held, in order with the changes
+    assert sub.offer(change(1, epoch="e2")) == []
+    # Answered from the old epoch: then the new one is a resync, then its changes.
+    healed = sub.sync_answered(answer(request.request_id, "e1", 3, changes=[change(2), change(3)]))
+    assert frames(healed) == [2, 3, ("resync", "epoch_changed"), 1]
+    assert (sub.epoch, sub.seq, sub.held) == ("e2", 1, [])
+
+
+def test_an_answer_from_the_new_epoch_already_covers_it():
+    sub = subscription(snapshot=True)
+    request = the_request(sub.start())
+    assert sub.epoch_started("e2", 0) == []  # held: the snapshot is on its way
+    actions = sub.sync_answered(
+        answer(request.request_id, "e2", 2, snapshot={"documents": [], "truncated": False})
+    )
+    assert frames(actions) == [("snapshot", "e2", 2)] and requests(actions) == []
+
+
+def test_a_sync_timing_out_over_a_held_epoch_is_one_resync():
+    sub = subscription()
+    sub.offer(change(1))
+    request = the_request(sub.offer(change(3)))
+    sub.epoch_started("e2", 0)
+    actions = sub.timed_out(request.request_id)
+    assert frames(actions) == [("resync", "unavailable"), 3]  # one resync: the reload covers it
+    assert (sub.epoch, sub.seq) == ("e2", 0)
+
+
 # Bounded sync traffic (issue 14, item 6): resends back off, timers are cancelled,
 # answers come in pages.
 
