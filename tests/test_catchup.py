@@ -36,11 +36,17 @@ class StandInFlow:
     def __init__(self, documents: int = 3, forward: bool = False) -> None:
         self.settings = SimpleNamespace(batch_bytes=PAGE_BYTES)
         self.release = asyncio.Event()
+        self.ready = asyncio.Event()  # the feeds: loaded (set unless a test says otherwise)
+        self.ready.set()
         self.asked: list[SyncRequest] = []
         self.running = 0
         self.most = 0
         self.documents = documents
         self.forward = forward
+
+    async def sync_ready(self, request: SyncRequest) -> None:
+        if request.table.startswith("restarting"):
+            await self.ready.wait()
 
     async def sync(self, request: SyncRequest, message: dict[str, Any]) -> dict[str, Any] | None:
         self.asked.append(request)
@@ -166,6 +172,20 @@ async def test_at_most_a_bounded_number_of_answers_at_a_time():
     flow.release.set()
     await replies.until(40)
     assert flow.most == 4 and len(flow.asked) == 40
+
+
+async def test_waiting_for_a_restarting_feed_takes_no_turn():
+    flow, replies = StandInFlow(), Replies()
+    flow.ready.clear()  # the feeds of the tables "restarting..." are loading
+    flow.release.set()
+    catchup = Catchup(flow, replies, concurrency=2)  # type: ignore[arg-type]
+    for n in range(4):
+        catchup.take(request(f"daphne!{n}", n, table=f"restarting{n}"))
+    catchup.take(request("daphne!quiet", "quiet", table="quiet"))
+    await replies.until(1)  # answered while the others still wait
+    assert list(replies.answers()) == [("daphne!quiet", "quiet")]
+    flow.ready.set()
+    await replies.until(5)
 
 
 async def test_an_answer_larger_than_the_bound_travels_in_pages_within_it():

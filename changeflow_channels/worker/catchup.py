@@ -10,7 +10,7 @@ subscription asks at once, so the traffic is bounded:
   while one is waiting for its answer join it: the answer is computed once and
   sent to each of their reply channels, each with its own ``id``;
 - at most ``SYNC_CONCURRENCY`` answers are computed and sent at a time (the
-  others wait their turn);
+  others wait their turn; waiting for a restarting feed takes no turn);
 - an answer is sent in pages of about ``CHANGEFLOW_BATCH_BYTES`` at most
   (``sync.answer_pages``): no channel message is unbounded.
 """
@@ -98,6 +98,9 @@ class Catchup:
     async def _answer(self, key: Key, waiting: Waiting) -> None:
         request = waiting.request
         try:
+            # A (re)starting feed is waited for without taking a turn (identical
+            # requests still join meanwhile).
+            await self.flow.sync_ready(request)
             async with self._turns:
                 try:
                     answer = await self.flow.sync(request, waiting.message)

@@ -243,11 +243,8 @@ class Flow:
             return None
         if route is SyncRoute.UNAVAILABLE:
             return _unavailable(request)
+        await self.sync_ready(request)
         feed = self.following.feed(request.stream)
-        if feed is not None and not feed.caught_up:
-            # A feed (re)starting is loading its documents: the answer waits for them.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(feed.caught_up_event.wait(), SYNC_WAIT)
         if feed is not None and not feed.caught_up:
             # Still (re)connecting: the consumer asks again a little later.
             return _unavailable(request)
@@ -256,6 +253,15 @@ class Flow:
             if request.since is None or answer["resync"] is not None:
                 answer["snapshot"] = await self._read_snapshot(request)
         return answer
+
+    async def sync_ready(self, request: SyncRequest) -> None:
+        """Until the feed of ``request``'s table, if followed here and (re)starting,
+        has loaded its documents (at most ``SYNC_WAIT`` seconds): the answer waits
+        for them (``catchup.py`` waits here without taking a turn)."""
+        feed = self.following.feed(request.stream)
+        if feed is not None and not feed.caught_up:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(feed.caught_up_event.wait(), SYNC_WAIT)
 
     async def _read_snapshot(self, request: SyncRequest) -> dict[str, Any]:
         """A table too large to keep in memory: read (at most the limit) from RethinkDB,
