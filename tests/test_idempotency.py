@@ -18,6 +18,7 @@ from changeflow_channels.worker import idempotency
 from changeflow_channels.worker.idempotency import (
     PENDING,
     fingerprint,
+    finish,
     new_record,
     record_id,
     write_once,
@@ -173,6 +174,35 @@ async def test_a_pending_record_is_completed_once_by_the_next_attempt(
     assert len(documents(rethinkdb_target, dbname)) == 2
     again = await once(writer, request)
     same_answer(answer, again)
+
+
+@pytest.mark.parametrize("b_completes", [True, False], ids=["b-completes", "a-completes"])
+@pytest.mark.parametrize("data", [[{"n": 1}], [{"id": "own", "n": 1}]], ids=["ours", "own"])
+async def test_two_copies_at_once_on_two_workers_land_once_and_agree(
+    rethinkdb_target, dbname, data, b_completes
+):
+    """Worker A records the push; before it writes, worker B gets a copy, finds the
+    record pending and writes our documents (and completes the record, or not yet).
+    A's write then meets them: they are ours, and both answers agree."""
+    first, second = make_writer(rethinkdb_target.url), make_writer(rethinkdb_target.url)
+    request = push(dbname, data)
+    record, keyed, generated = new_record(first, request)
+    attempt = await first.push_keys.begin(await first.connection.get(), record)
+    assert attempt.created
+    if b_completes:
+        by_b = await once(second, request)
+    else:  # B found the record pending and wrote, and is slow to complete it
+        copy, _, _ = new_record(second, request)
+        taken = await second.push_keys.begin(await second.connection.get(), copy)
+        assert not taken.created and taken.record["generated"] == generated
+        assert (await second.write_keyed(keyed, generated, retry=True))["ok"]
+    give_up = time.monotonic() + 10
+    by_a = await finish(first, request, record, attempt, keyed, generated, give_up)
+    if not b_completes:
+        by_b = await once(second, request)
+    assert {k: v for k, v in by_a.items()} == {k: v for k, v in by_b.items()}
+    assert by_a["ok"] and by_a["inserted"] == 1 and by_a["generated_keys"] == generated
+    assert len(documents(rethinkdb_target, dbname)) == 1
 
 
 async def test_a_key_older_than_the_window_is_forgotten_and_expired(rethinkdb_target, dbname):

@@ -167,7 +167,16 @@ class PushKeys:
         r = self.r
         cutoff = record["at"] - self.window
         query = self.table.get(record["id"]).replace(
-            lambda old: r.branch(old.eq(None), record, old["at"].lt(cutoff), record, old),
+            lambda old: r.branch(
+                old.eq(None),
+                record,
+                old["at"].lt(cutoff),
+                record,
+                old["state"].eq(PENDING),
+                # Another copy takes the push over: say so, for the first one's write.
+                old.merge({"copies": old["copies"].default(0).add(1)}),
+                old,
+            ),
             return_changes="always",
         )
         result = await self._run(conn, query)
@@ -175,6 +184,17 @@ class PushKeys:
             raise ReqlOpFailedError(result.get("first_error", "the push's record was refused"))
         held = result["changes"][0]["new_val"]
         return Attempt(held, held.get("attempt") == record["attempt"])
+
+    async def taken_over(self, conn: Any, attempt: Attempt) -> bool:
+        """Whether another copy of the push found its record pending since ``attempt``."""
+        held = await self._run(conn, self.table.get(attempt.record["id"]))
+        return (
+            bool(held)
+            and held.get("fingerprint") == attempt.record["fingerprint"]
+            and (
+                held.get("copies", 0) > attempt.record.get("copies", 0) or held.get("state") == DONE
+            )
+        )
 
     async def complete(self, conn: Any, attempt: Attempt, answer: dict[str, Any]) -> dict[str, Any]:
         """Record ``answer``; the answer recorded (another attempt's, if it was first)."""
@@ -260,6 +280,20 @@ async def write_once(writer: PushWriter, request: PushRequest, give_up: float) -
         attempt = await _with_records(writer, give_up, lambda conn: keys.begin(conn, record))
     except RecordsUnavailable as error:
         return error_result(request.id, f"{error}; push not written", UNAVAILABLE)
+    return await finish(writer, request, record, attempt, keyed, generated, give_up)
+
+
+async def finish(
+    writer: PushWriter,
+    request: PushRequest,
+    record: dict[str, Any],
+    attempt: Attempt,
+    keyed: PushRequest,
+    generated: list[Any],
+    give_up: float,
+) -> dict[str, Any]:
+    """What follows ``begin``: the answer recorded, or the write and its record completed."""
+    keys = writer.push_keys
     held = attempt.record
     if held["fingerprint"] != record["fingerprint"]:
         return error_result(
@@ -283,6 +317,17 @@ async def write_once(writer: PushWriter, request: PushRequest, give_up: float) -
         except PushError as error:
             return error_result(request.id, str(error), INVALID)
     answer = await writer.write_keyed(keyed, generated, retry=not attempt.created, give_up=give_up)
+    if (
+        attempt.created
+        and answer.get("code") == REJECTED
+        and request.op == "insert"
+        and await _with_records(writer, give_up, lambda conn: keys.taken_over(conn, attempt))
+    ):
+        # Another copy of this push (another worker, a sender that did not wait) found
+        # our record pending and may have written our documents first: ours, if equal.
+        again = await writer.write_keyed(keyed, generated, retry=True, give_up=give_up)
+        if again["ok"]:
+            answer = again
     if answer["ok"] and request.op == "insert":
         count_ours_inserted(answer)
     if not answer["ok"] and answer.get("code") not in FINAL_CODES:
@@ -301,7 +346,7 @@ async def write_once(writer: PushWriter, request: PushRequest, give_up: float) -
             error,
         )
         return answer
-    return {**answer, **final, "id": request.id}
+    return {"type": RESULT_TYPE, **final, "id": request.id}
 
 
 def count_ours_inserted(answer: dict[str, Any]) -> None:

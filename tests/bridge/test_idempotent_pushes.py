@@ -365,6 +365,8 @@ async def test_an_answer_is_delivered_once_redis_is_back(own_worker, faulty_reth
         return len(await read_table(connect_kwargs, stream_db, "t")) == 2
 
     await eventually(written, 20, "the push written while Redis is down")
+    # The worker tried to answer, and could not: Redis is down.
+    await asyncio.to_thread(own.process.wait_for, "could not answer on " + re.escape(reply), 20)
     await asyncio.to_thread(own.redis.start)
     answer = await receive_across_outages(own.layer, reply, 30)
     assert (answer["id"], answer["ok"], answer["inserted"]) == ("late", True, 1), answer
