@@ -1,5 +1,5 @@
 """Fixtures of the fault matrix: one stack of real processes for the whole run, and
-scenarios on it (see stack.py and scenario.py). Every test here is marked slow."""
+scenarios on it (see stack.py and scenario.py). Every test module here is marked slow."""
 
 from __future__ import annotations
 
@@ -12,12 +12,6 @@ from changeflow_channels.testing.processes import RedisServer
 
 from .scenario import Scenario
 from .stack import REPO, FaultStack, own_rethinkdb
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/faults/" in str(item.fspath).replace(os.sep, "/"):
-            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

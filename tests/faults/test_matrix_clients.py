@@ -12,6 +12,7 @@ from .clients import idempotency_supported
 from .scenario import QUIET_BURST, Scenario
 from .stack import FaultStack
 
+pytestmark = pytest.mark.slow
 LOADS = ["quiet", "busy"]
 
 
@@ -91,6 +92,7 @@ async def test_sender_retries_pushes_whose_answers_it_lost(scenario, load):
         if not (s.writer.pushes[n].answer or {}).get("ok")
     ]
     s.metrics["retries_refused"] = len(refused)
+    assert s.writer.retried, "no answer was lost: the scenario proved nothing"
     s.record({})
     if not idempotency_supported():
         s.problems.append("pushes take no idempotency_key yet (issue 14, item 3)")
