@@ -11,7 +11,7 @@ APT_INSTALL = $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO
 RETHINKDB ?= $(wildcard ../shared/rethinkdb/rethinkdb)
 RETHINKDB_BIN = $(abspath $(RETHINKDB))
 
-.PHONY: test test-fast test-channels-redis-oldest test-rethinkdb lint bench bench-rethinkdb demo venv redis-server chromium rethinkdb-bin
+.PHONY: test test-fast test-faults test-channels-redis-oldest test-rethinkdb lint bench bench-rethinkdb demo venv redis-server chromium rethinkdb-bin
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ test-channels-redis-oldest: $(VENV)/.installed-test redis-server $(OLDEST_DIR)
 
 test-fast: $(VENV)/.installed-test redis-server
 	$(PY) -m pytest -p no:cacheprovider -m "not slow"
+
+# The fault matrix (tests/faults, slow: also part of `make test`): on the test server, and on
+# the real server when there is one (RETHINKDB); then its tables go into docs/reliability.md.
+test-faults: $(VENV)/.installed-test redis-server
+	rm -rf test-output/faults
+	$(PY) -m pytest -p no:cacheprovider -q tests/faults || status=1; \
+	$(if $(RETHINKDB),CHANGEFLOW_TEST_RETHINKDB_BIN=$(RETHINKDB_BIN) $(PY) -m pytest -p no:cacheprovider -q tests/faults || status=1;) \
+	$(PY) -m tests.faults.report --write; exit $${status:-0}
 
 rethinkdb-bin:
 	@[ -n "$(RETHINKDB)" ] || { echo "no RethinkDB server binary: run with RETHINKDB=/path/to/rethinkdb" >&2; exit 2; }
