@@ -41,10 +41,10 @@
  * try {
  *   const answer = await flow.push("demo.messages", { message: "Hello world" }); // op "insert" by default
  *   const [key] = answer.generated_keys;
- *   await flow.push("demo.messages", { n: 2 }, { op: "update", key, timeout: 10000 });
+ *   await flow.push("demo.messages", { n: 2 }, { op: "update", key, timeout: 10000, retries: 3 });
  * } catch (error) {
- *   // error.code: the server's code ("forbidden", "bad_request", ...), or "timeout" / "unavailable":
- *   // then the push may or may not have been written; retrying is the caller's decision.
+ *   // error.code: the server's code ("forbidden", "bad_request", ...), or "timeout" / "unavailable"
+ *   // once the retries are spent: then the push may or may not have been written.
  *   if (error instanceof ChangeflowError) console.warn(error.code, error.message);
  * }
  *
@@ -63,16 +63,34 @@
  * `snapshot: true` added to a stream already subscribed makes the client send the subscription
  * again with `snapshot: true` (no `since`), so that callback gets a snapshot too.
  *
+ * Pushes: every push carries an `idempotency_key` (a random UUID), so the server writes it once however
+ * often it is sent. A push without an answer within `timeout`, refused as `unavailable`, or sent on a
+ * connection that dropped before its answer is sent again with the same key, up to `retries` times
+ * (backoff as for reconnects); only then is it rejected with "timeout" or "unavailable".
+ *
+ * A subscription the server refuses as `unavailable` (e.g. its channel layer is restarting) is asked
+ * again with backoff (the reconnect backoff), as long as the connection is open.
+ *
+ * Flow control: the client acknowledges the frames it has read (`{"action": "ack", "frames": n}`, at
+ * least every 32 frames and 50 ms after the last one), as the server requires (docs/protocol.md). A
+ * snapshot the server sends in several parts (`part`, `last`) reaches onSnapshot once, whole. An
+ * `error` frame `too_large` with a stream and a `seq` (a change too large to send) goes to the "error"
+ * event with its stream, epoch and seq; the position moves past it.
+ *
  * Options: minDelay/maxDelay (ms, reconnect backoff: full jitter, the ceiling doubles from minDelay up
  * to maxDelay), stableAfter (ms a connection must stay open before the backoff starts over, 5000),
- * timeout (default push timeout in ms, 10000; 0 or Infinity: none).
+ * timeout (default push timeout in ms, 10000; 0 or Infinity: none), retries (default retries of a
+ * push, 3).
  *
  * Exceptions thrown by subscribe callbacks are caught and logged with console.error. Exceptions in
  * addEventListener listeners are reported by the browser as for any event listener; neither kind
  * disturbs the client.
  */
 
-const DEFAULTS = { minDelay: 250, maxDelay: 10000, stableAfter: 5000, timeout: 10000 };
+const DEFAULTS = { minDelay: 250, maxDelay: 10000, stableAfter: 5000, timeout: 10000, retries: 3 };
+// Acknowledge at least every ACK_EVERY frames, and ACK_AFTER ms after a frame not yet acknowledged.
+const ACK_EVERY = 32;
+const ACK_AFTER = 50;
 
 /** A refused or failed request: `code` is the server's error code, or "timeout" / "unavailable". */
 export class ChangeflowError extends Error {
@@ -99,6 +117,9 @@ export class Changeflow extends EventTarget {
     this._streams = new Map(); // stream -> {callbacks, requestId, confirmed, error, waiters}
     this._pending = new Map(); // request id -> {kind: "subscribe" | "unsubscribe" | "push", ...}
     this._queue = []; // pushes issued while disconnected, sent in order on the next open
+    this._received = 0; // frames received on this connection (a batch counts once)
+    this._acked = 0; // the count last acknowledged
+    this._ackTimer = null;
     this._connect();
   }
 
@@ -130,6 +151,9 @@ export class Changeflow extends EventTarget {
         waiters: [],
         position: null, // {epoch, seq} of the last change or snapshot delivered
         snapshotPending: false, // a subscribe asking for a snapshot is under way on this connection
+        parts: null, // the documents of a snapshot whose parts are still arriving
+        refusals: 0, // subscribes refused as "unavailable" in a row: the retry backoff's exponent
+        retryTimer: null,
       };
       this._streams.set(stream, entry);
       this._sendSubscribe(stream, entry);
@@ -157,11 +181,12 @@ export class Changeflow extends EventTarget {
   }
 
   /** Write `data` into `stream`; resolves with the "pushed" frame, rejects with a ChangeflowError. */
-  push(stream, data, { op, key, timeout = this.options.timeout } = {}) {
+  push(stream, data, { op, key, timeout = this.options.timeout, retries = this.options.retries } = {}) {
     return new Promise((resolve, reject) => {
       if (this._state === "closed") return reject(closedError());
       const id = this._nextId++;
-      const frame = { action: "push", stream, data, id };
+      // The same key on every attempt: the server writes the push once, however often it comes.
+      const frame = { action: "push", stream, data, id, idempotency_key: newKey() };
       if (op != null) frame.op = op;
       if (key != null) frame.key = key;
       let text;
@@ -170,21 +195,52 @@ export class Changeflow extends EventTarget {
       } catch (error) {
         return reject(new ChangeflowError("bad_request", `data is not JSON-serializable: ${error.message}`));
       }
-      const request = { kind: "push", id, text, resolve, reject, sent: false, timer: null };
-      if (timeout > 0 && Number.isFinite(timeout)) {
-        const error = new ChangeflowError("timeout", `no answer to push ${id} within ${timeout} ms`);
-        request.timer = setTimeout(() => this._fail(request, error), timeout);
-      }
+      const request = {
+        kind: "push", id, text, resolve, reject, sent: false, timer: null, timeout,
+        retriesLeft: Math.max(0, Number(retries) || 0), attempt: 0, idempotencyKey: frame.idempotency_key,
+      };
       this._pending.set(id, request);
-      if (this._connected) this._sendPush(request);
-      else this._queue.push(request);
+      this._attemptPush(request);
     });
+  }
+
+  /** Send (or queue) one attempt of a push, with its own timeout. */
+  _attemptPush(request) {
+    clearTimeout(request.timer);
+    request.timer = null;
+    if (this._pending.get(request.id) !== request) return; // settled meanwhile
+    const { timeout } = request;
+    if (timeout > 0 && Number.isFinite(timeout)) {
+      request.timer = setTimeout(() => {
+        const error = new ChangeflowError("timeout", `no answer to push ${request.id} within ${timeout} ms`);
+        this._retryOrFail(request, error);
+      }, timeout);
+    }
+    if (this._connected) this._sendPush(request);
+    else if (!this._queue.includes(request)) this._queue.push(request);
+  }
+
+  /** Try `request` again (same id, same idempotency key) after a backoff, or reject it with `error`. */
+  _retryOrFail(request, error) {
+    if (this._state === "closed" || request.retriesLeft <= 0) return this._fail(request, error);
+    request.retriesLeft -= 1;
+    request.attempt += 1;
+    request.sent = false;
+    clearTimeout(request.timer);
+    request.timer = setTimeout(() => this._attemptPush(request), this._backoff(request.attempt - 1));
+  }
+
+  /** A delay in ms: full jitter below a ceiling that doubles from minDelay up to maxDelay. */
+  _backoff(attempt) {
+    const ceiling = Math.min(this.options.maxDelay, this.options.minDelay * 2 ** Math.min(attempt, 30));
+    return Math.random() * ceiling;
   }
 
   /** Close the connection for good. Pending and queued pushes are rejected ("unavailable"). */
   close() {
     if (this._state === "closed") return;
     clearTimeout(this._timer);
+    clearTimeout(this._ackTimer);
     this._setState("closed"); // first: the socket's close handler then knows not to reconnect
     const ws = this._ws;
     this._ws = null;
@@ -200,7 +256,10 @@ export class Changeflow extends EventTarget {
     for (const request of [...this._pending.values()]) if (request.kind === "push") this._fail(request, error);
     this._pending.clear();
     this._queue = [];
-    for (const entry of this._streams.values()) settle(entry, null, error);
+    for (const entry of this._streams.values()) {
+      clearTimeout(entry.retryTimer);
+      settle(entry, null, error);
+    }
   }
 
   // -- connection ---------------------------------------------------------------------------
@@ -227,6 +286,7 @@ export class Changeflow extends EventTarget {
   _onOpen() {
     this._connected = true;
     this._openedAt = Date.now();
+    this._received = this._acked = 0; // acknowledgements count per connection
     // The server knows nothing of this client yet: subscribe again (resuming from the position
     // delivered last, when there is one), then send the queued pushes (subscriptions first, so
     // changes caused by those pushes reach the callbacks).
@@ -248,16 +308,21 @@ export class Changeflow extends EventTarget {
     // then drops at once must not be hammered in a tight loop.
     if (wasOpen && Date.now() - this._openedAt >= this.options.stableAfter) this._attempt = 0;
     // The server forgot our subscriptions with the connection; waiters wait for the next one.
+    clearTimeout(this._ackTimer);
+    this._ackTimer = null;
     for (const entry of this._streams.values()) {
       entry.confirmed = entry.error = entry.requestId = null;
       entry.snapshotPending = false;
+      entry.parts = null; // a snapshot cut short: the next connection sends a whole one
+      clearTimeout(entry.retryTimer);
+      entry.retryTimer = null;
     }
-    // A push already sent may or may not have been written: only the caller can decide to retry.
-    // Pushes not sent yet stay queued for the next connection.
+    // A push already sent may or may not have been written: it is sent again, with the same
+    // idempotency key, while it has retries left. Pushes not sent yet stay queued.
     const lost = new ChangeflowError("unavailable", "the connection dropped before the answer");
     for (const request of [...this._pending.values()]) {
       if (request.kind !== "push") this._pending.delete(request.id);
-      else if (request.sent) this._fail(request, lost);
+      else if (request.sent) this._retryOrFail(request, lost);
     }
     this._scheduleReconnect();
   }
@@ -283,6 +348,8 @@ export class Changeflow extends EventTarget {
   /** Subscribe `stream` on this connection; `resume`: with `since` when there is a position. */
   _sendSubscribe(stream, entry, { resume = true } = {}) {
     entry.confirmed = entry.error = null;
+    clearTimeout(entry.retryTimer);
+    entry.retryTimer = null;
     if (!this._connected) return; // sent by _onOpen
     const id = this._nextId++;
     entry.requestId = id;
@@ -310,6 +377,7 @@ export class Changeflow extends EventTarget {
     entry.callbacks.splice(index, 1);
     if (entry.callbacks.length || this._streams.get(stream) !== entry) return;
     this._streams.delete(stream);
+    clearTimeout(entry.retryTimer);
     settle(entry, null, new ChangeflowError("not_found", `unsubscribed from ${stream}`));
     if (!this._connected) return; // the server forgot it with the last connection
     const id = this._nextId++;
@@ -331,6 +399,20 @@ export class Changeflow extends EventTarget {
     }
   }
 
+  /** Acknowledge what was read: at once every ACK_EVERY frames, else shortly after the last one. */
+  _scheduleAck() {
+    if (this._received - this._acked >= ACK_EVERY) return this._ack();
+    if (this._ackTimer === null) this._ackTimer = setTimeout(() => this._ack(), ACK_AFTER);
+  }
+
+  _ack() {
+    clearTimeout(this._ackTimer);
+    this._ackTimer = null;
+    if (!this._connected || this._received === this._acked) return;
+    this._acked = this._received;
+    this._sendText(JSON.stringify({ action: "ack", frames: this._received }));
+  }
+
   _fail(request, error) {
     clearTimeout(request.timer);
     this._pending.delete(request.id);
@@ -342,6 +424,8 @@ export class Changeflow extends EventTarget {
   // -- receiving ----------------------------------------------------------------------------
 
   _onMessage(event) {
+    this._received += 1;
+    this._scheduleAck();
     let frame;
     try {
       frame = JSON.parse(event.data);
@@ -381,6 +465,16 @@ export class Changeflow extends EventTarget {
         const entry = typeof frame.stream === "string" && this._streams.get(frame.stream);
         if (!entry) return;
         if (!Array.isArray(frame.documents)) return console.warn("changeflow: ignoring a malformed snapshot", frame);
+        if (frame.last === false || (frame.last === true && entry.parts)) {
+          // A snapshot in parts: collected until the part with `last: true`, then delivered whole.
+          if (frame.part === 0 || !entry.parts) entry.parts = [];
+          entry.parts.push(...frame.documents);
+          if (frame.last === false) return;
+          frame = { ...frame, documents: entry.parts };
+          delete frame.part;
+          delete frame.last;
+          entry.parts = null;
+        }
         entry.snapshotPending = false;
         // A snapshot of a table not followed (epoch null) is no position to resume from.
         entry.position = positionOf(frame);
@@ -398,6 +492,7 @@ export class Changeflow extends EventTarget {
         if (request?.kind !== "subscribe") return;
         this._pending.delete(frame.id);
         if (this._isCurrent(request)) {
+          request.entry.refusals = 0;
           request.entry.confirmed = frame;
           settle(request.entry, frame, null);
         }
@@ -423,15 +518,38 @@ export class Changeflow extends EventTarget {
     const code = String(frame.code ?? "error");
     const error = new ChangeflowError(code, String(frame.message ?? code), frame);
     const detail = { code, message: error.message, id: frame.id ?? null };
-    if (request?.kind === "push") return this._fail(request, error);
+    if (request?.kind === "push") {
+      // Not written for now: try again, with the same idempotency key.
+      if (code === "unavailable") return this._retryOrFail(request, error);
+      return this._fail(request, error);
+    }
     if (request) this._pending.delete(frame.id);
     if (request?.kind === "unsubscribe") return; // e.g. not_found after a reconnect race: harmless
     if (request?.kind === "subscribe") {
       if (!this._isCurrent(request)) return;
+      if (code === "unavailable") {
+        // The server cannot take the subscription for now (its channel layer): ask again, backing off.
+        const { entry, stream } = request;
+        const delay = this._backoff(entry.refusals);
+        entry.refusals += 1;
+        entry.retryTimer = setTimeout(() => {
+          entry.retryTimer = null;
+          if (this._streams.get(stream) === entry && this._connected) this._sendSubscribe(stream, entry);
+        }, delay);
+        return;
+      }
       request.entry.error = error;
       // A refused subscription must not go unnoticed: without waiters, it goes to "error".
       if (request.entry.waiters.length) return settle(request.entry, null, error);
       return this._emit("error", { ...detail, stream: request.stream });
+    }
+    if (typeof frame.stream === "string" && frame.stream) {
+      // About a subscription: e.g. "too_large", a change (at epoch, seq) too large to send. The
+      // position moves past it: it will not come, and resuming must not ask for it again.
+      const entry = this._streams.get(frame.stream);
+      const position = positionOf(frame);
+      if (entry && position) entry.position = position;
+      return this._emit("error", { ...detail, stream: frame.stream, epoch: frame.epoch ?? null, seq: frame.seq ?? null });
     }
     this._emit("error", detail);
   }
@@ -470,6 +588,16 @@ function positionOf(frame) {
   const { epoch, seq } = frame;
   if (epoch == null || typeof seq !== "number" || !Number.isFinite(seq)) return null;
   return { epoch, seq };
+}
+
+/** A random idempotency key (a UUID; at most 128 characters, as the server requires). */
+function newKey() {
+  const cryptoApi = globalThis.crypto;
+  if (cryptoApi?.randomUUID) return cryptoApi.randomUUID();
+  const bytes = new Uint8Array(16);
+  if (cryptoApi?.getRandomValues) cryptoApi.getRandomValues(bytes);
+  else for (let i = 0; i < 16; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function closedError() {
