@@ -9,6 +9,8 @@ would (each push: its documents ``inserted``, its own ``generated_keys``). Any
 doubt (an error, a lost connection, a timeout) sends the group's pushes back to
 the one-by-one path with its retry rules; there, a document found equal to ours
 under our fresh key can only be the group's attempt, and counts as inserted.
+A push with an ``idempotency_key`` is never grouped: it is written alone, as its
+record in RethinkDB says (``idempotency.py``).
 
 Order: a table's pushes are written in the order received. RethinkDB writes
 the documents of one insert query in no particular order (a real server's
