@@ -21,6 +21,7 @@ which its subscribers are told about at once (``changeflow.epoch``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,12 @@ if TYPE_CHECKING:
 # How often a waiting push looks again: this worker's feeds, and what the holder published.
 LOCAL_POLL = 0.02
 REMOTE_POLL = 0.1
+# A holder's feed seen ready is taken as ready this long without asking Redis again (what it
+# publishes is up to a lease tick old anyway; a feed restarted meanwhile announces its new
+# epoch to the subscribers).
+REMOTE_FRESH = 1.0
+
+logger = logging.getLogger(__name__)
 
 FEED_NOT_READY = "no feed on the table is ready to announce the write, push not written"
 
@@ -64,21 +71,29 @@ class FeedGate:
         self.following = following
         self.ownership = ownership
         self.tables = tables
+        self._remote_ready: dict[str, float] = {}  # stream -> monotonic time it was seen ready
 
     async def open(self, conn: Any, database: str, table: str, give_up: float) -> bool:
         """True once the write may go; False when no feed was ready by ``give_up``
         (a ``time.monotonic()``). Creates a missing table (on ``conn``) first.
         RethinkDB's errors are the caller's (a lost connection is retried there)."""
+        stream = f"{database}.{table}"
         if not self.patterns.matches(database, table) or self._ready_here(database, table):
             return True
-        if not await table_exists(self.r, conn, database, table):
+        known = stream in self.following.watched  # discovered: the table exists
+        seen = self._remote_ready.get(stream) if known else self._remote_ready.pop(stream, None)
+        if known and seen is not None and time.monotonic() - seen < REMOTE_FRESH:
+            return True
+        if not known and not await table_exists(self.r, conn, database, table):
             await self.tables.ensure(conn, database, table)
-        stream = f"{database}.{table}"
         while True:
             if self._ready_here(database, table):
                 return True
             remote = not self.ownership.holds(stream)
             if remote and await self.ownership.announced_elsewhere(stream):
+                if seen is None:
+                    logger.debug("%s: the push goes: another worker's feed is ready", stream)
+                self._remote_ready[stream] = time.monotonic()
                 return True
             remaining = give_up - time.monotonic()
             if remaining <= 0:

@@ -78,7 +78,10 @@ class GroupMember:
     async def _read(self, channel: str) -> None:
         while True:
             message = await self.channel_layer.receive(channel)
-            # Under load the worker sends several changes as one batch.
+            # Under load the worker sends several changes as one batch; a feed's
+            # new epoch is announced too (changeflow.epoch): not a change.
+            if message["type"] == "changeflow.epoch":
+                continue
             batch = message["changes"] if message["type"] == "changeflow.batch" else [message]
             self.messages.extend(batch)
             self._arrived.set()
