@@ -5,9 +5,15 @@ invariants and the figures recorded. Faults on RethinkDB, Redis and the workers.
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
 
 import pytest
 
+from changeflow_channels.testing import reql_feeds
+from changeflow_channels.testing.processes import wait_stopped
+
+from ..conftest import RETHINKDB_BIN
 from .scenario import Scenario
 from .stack import FaultStack
 
@@ -104,3 +110,40 @@ async def test_worker_sigkill(scenario, fault_stack: FaultStack, load: str, work
 
     await s.run(f"SIGKILL of the worker following the table ({workers} worker(s))", kill_holder)
     s.assert_ok()
+
+
+# The test server's changefeed queue for the overflow scenario (RethinkDB's default is
+# 100,000 changes: filling it takes minutes on a real server, too long for CI).
+OVERFLOW_QUEUE = 200
+
+
+@pytest.mark.skipif(
+    bool(RETHINKDB_BIN),
+    reason="a real server's feed overflows past 100,000 queued changes: minutes, not CI time",
+)
+@pytest.mark.parametrize("load", LOADS)
+async def test_feed_overflow(scenario, fault_stack: FaultStack, load: str, monkeypatch):
+    """The worker holding the table is frozen while more changes than the feed's queue
+    are written; RethinkDB drops some and says so; the worker starts a new epoch."""
+    monkeypatch.setattr(reql_feeds, "DEFAULT_QUEUE_SIZE", OVERFLOW_QUEUE)
+    s: Scenario = scenario("feed-overflow", load)
+    frozen: list = []
+
+    async def overflow() -> None:
+        holder = fault_stack.holder_of(s.stream)
+        frozen.append(holder)
+        holder.signal(signal.SIGSTOP)
+        await asyncio.to_thread(wait_stopped, holder.process.pid)
+        try:
+            db, table, w = s.database, s.table, s.writer.n + 0.5
+            docs = [{"id": f"o{i}", "w": w, "g": i % 3} for i in range(OVERFLOW_QUEUE + 100)]
+            await s.tables._run(lambda r: r.db(db).table(table).insert(docs), 20)
+        finally:
+            holder.signal(signal.SIGCONT)
+
+    await s.run(
+        f"feed overflow: {OVERFLOW_QUEUE + 100} writes while the worker is frozen", overflow
+    )
+    s.assert_ok()
+    restarted = re.escape(s.stream) + r": .*restarting the feed"
+    assert any(re.search(restarted, line) for line in frozen[0].lines), "the feed never overflowed"
