@@ -207,7 +207,8 @@ async def test_a_channel_layer_push_over_the_document_limit_is_refused_by_the_wo
         CHANGEFLOW_MAX_DOCUMENT_BYTES=200,
     ):
         layer = get_channel_layer()
-        flow = Flow(get_settings(), layer, [])
+        # Watching nothing: not started, no feed would announce a write (feed_gate.py).
+        flow = Flow(get_settings(), layer, [], watch=[])
         worker = ChangeflowWorker("changeflow", layer, flow)
         reply = await layer.new_channel()
         push = {"type": PUSH_TYPE, "database": dbname, "table": "limits", "reply_channel": reply}
