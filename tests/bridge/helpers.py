@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+import websockets
 from channels_redis.core import RedisChannelLayer
 
 
@@ -20,7 +22,8 @@ class Acks:
 
     async def read(self) -> None:
         self.count += 1
-        await self.connection.send(json.dumps({"action": "ack", "frames": self.count}))
+        with contextlib.suppress(websockets.ConnectionClosed):  # moot once closed
+            await self.connection.send(json.dumps({"action": "ack", "frames": self.count}))
 
 
 class WsClient:
@@ -48,11 +51,22 @@ class WsClient:
         return self._unpacked.pop(0)
 
     async def request(self, action: str, stream: str, **fields: Any) -> dict[str, Any]:
-        """Send an action with a fresh id; return the answer carrying that id."""
+        """Send an action with a fresh id; return the answer carrying that id. Frames
+        that came before it are left to be read next."""
         self._next_id += 1
         request_id = self._next_id
         await self.send({"action": action, "stream": stream, "id": request_id, **fields})
-        return await self.wait_for(lambda frame: frame.get("id") == request_id)
+        passed: list[dict[str, Any]] = []  # frames before the answer (a change may come first)
+
+        def answer(frame: dict[str, Any]) -> bool:
+            if frame.get("id") == request_id:
+                return True
+            passed.append(frame)
+            return False
+
+        found = await self.wait_for(answer)
+        self._unpacked[:0] = passed  # read next, in their order
+        return found
 
     async def subscribe(self, stream: str) -> None:
         answer = await self.request("subscribe", stream)

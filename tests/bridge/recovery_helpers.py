@@ -38,6 +38,7 @@ from changeflow_channels.testing.processes import (
 )
 
 from ..conftest import save_output
+from .helpers import Acks
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -491,12 +492,14 @@ class ViewClient:
             raise AssertionError(f"{self.name}: subscribe {sub.stream} answered {answer}")
 
     async def _read(self, connection: Any) -> None:
+        acks = Acks(connection)  # as every client must (docs/protocol.md, "Flow control")
         try:
             async for raw in connection:
                 frame = json.loads(raw)
                 events = frame["events"] if frame.get("event") == "batch" else [frame]
                 for event in events:
                     await self._handle(event)
+                await acks.read()
                 async with self._updated:
                     self._updated.notify_all()
         except websockets.ConnectionClosed:

@@ -50,6 +50,7 @@ from changeflow_channels.worker.leases import RedisTarget, read_registry
 from ..conftest import save_output
 from ..polling import poll_until
 from .conftest import REPO
+from .helpers import Acks
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
@@ -220,7 +221,9 @@ class Subscriber:
         self.task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
+        acks = Acks(self.connection)  # as every client must (docs/protocol.md, "Flow control")
         async for raw in self.connection:
+            await acks.read()
             frame = json.loads(raw)
             for event in frame["events"] if frame.get("event") == "batch" else [frame]:
                 self.events.append(event)
