@@ -23,6 +23,8 @@ from changeflow_channels.worker.idempotency import (
     record_id,
     write_once,
 )
+from changeflow_channels.worker.idempotent_rounds import begin_round
+from changeflow_channels.worker.push_batches import plan, receive, write_round
 from changeflow_channels.worker.push_writer import PushWriter
 
 from .conftest import only_on_test_server
@@ -274,3 +276,60 @@ async def test_a_worker_killed_after_the_write_leaves_a_retry_that_lands_once(fa
         stored = list(r.db(database).table("t").run(conn))
     assert sorted(doc["n"] for doc in stored) == [0, 1, 2]
     assert answer["generated_keys"] == generated
+
+
+# -- a round's keyed inserts, recorded together and grouped ------------------------------------
+
+
+def keyed_round(writer: PushWriter, database: str, keys: list[str]) -> list[Any]:
+    """A round of keyed inserts, each from a sender of its own (so they may be grouped)."""
+    messages = [
+        {
+            "type": "changeflow.push",
+            "database": database,
+            "table": "t",
+            "data": [{"n": key}, {"m": key}],
+            "idempotency_key": key,
+            "reply_channel": f"reply.{n}",
+            "id": n,
+        }
+        for n, key in enumerate(keys)
+    ]
+    return [receive(message, writer, 1 << 20) for message in messages]
+
+
+async def test_a_rounds_keyed_inserts_are_grouped_and_written_once(
+    writer, rethinkdb_target, dbname
+):
+    assert (await writer.write(parse_push({"database": dbname, "table": "t", "data": {}})))["ok"]
+    writer.tables.remember(dbname, "t", "id")  # as the worker learns it
+    keys = [f"k{n}" for n in range(30)]
+    items = keyed_round(writer, dbname, keys)
+    await begin_round(writer, items)
+    assert all(item.attempt is not None and item.groupable for item in items)
+    assert len(plan(items)) == 1  # one insert query for all thirty
+    await write_round(writer, items)  # (their records are made already: begun once only)
+    first = [item.result for item in items]
+    assert [(a["ok"], a["inserted"], a["id"]) for a in first] == [(True, 2, n) for n in range(30)]
+    # The same pushes again (a sender retrying them all), the same key twice among them.
+    again = keyed_round(writer, dbname, [*keys, "k0"])
+    await write_round(writer, again)
+    for n, item in enumerate(again):
+        same_answer(first[n % 30], item.result)
+        assert item.attempt is None  # found done: answered from the record
+    stored = documents(rethinkdb_target, dbname)
+    assert len(stored) == 1 + 60
+    assert sorted(doc["id"] for doc in stored if "n" in doc or "m" in doc) == sorted(
+        key for answer in first for key in answer["generated_keys"]
+    )
+
+
+async def test_one_key_twice_in_a_round_is_written_once(writer, rethinkdb_target, dbname):
+    assert (await writer.write(parse_push({"database": dbname, "table": "t", "data": {}})))["ok"]
+    writer.tables.remember(dbname, "t", "id")
+    items = keyed_round(writer, dbname, ["a", "b", "a", "c"])
+    await write_round(writer, items)
+    answers = [item.result for item in items]
+    same_answer(answers[0], answers[2])
+    assert all(answer["ok"] and answer["inserted"] == 2 for answer in answers)
+    assert len(documents(rethinkdb_target, dbname)) == 1 + 6

@@ -164,14 +164,17 @@ class PushKeys:
 
     async def begin(self, conn: Any, record: dict[str, Any]) -> Attempt:
         """``record`` stored unless a fresh record of its key exists; the one that holds."""
+        return (await self.begin_many(conn, [record]))[record["id"]]
+
+    async def begin_many(self, conn: Any, records: list[dict[str, Any]]) -> dict[str, Attempt]:
+        """``begin`` of records of distinct keys, in one query; by record id."""
         r = self.r
-        cutoff = record["at"] - self.window
-        query = self.table.get(record["id"]).replace(
-            lambda old: r.branch(
-                old.eq(None),
-                record,
-                old["at"].lt(cutoff),
-                record,
+        window = self.window
+        query = self.table.insert(
+            records,
+            conflict=lambda _id, old, new: r.branch(
+                old["at"].lt(new["at"].sub(window)),
+                new,
                 old["state"].eq(PENDING),
                 # Another copy takes the push over: say so, for the first one's write.
                 old.merge({"copies": old["copies"].default(0).add(1)}),
@@ -181,9 +184,19 @@ class PushKeys:
         )
         result = await self._run(conn, query)
         if result.get("errors"):
-            raise ReqlOpFailedError(result.get("first_error", "the push's record was refused"))
-        held = result["changes"][0]["new_val"]
-        return Attempt(held, held.get("attempt") == record["attempt"])
+            raise ReqlOpFailedError(result.get("first_error", "a push's record was refused"))
+        attempts = {record["id"]: record["attempt"] for record in records}
+        held: dict[str, Attempt] = {}
+        for change in result.get("changes") or []:
+            record = change.get("new_val") or {}
+            if record.get("id") in attempts:
+                held[record["id"]] = Attempt(
+                    record, record.get("attempt") == attempts[record["id"]]
+                )
+        missing = set(attempts) - set(held)
+        if missing:
+            raise ReqlOpFailedError(f"{len(missing)} push records not returned")
+        return held
 
     async def taken_over(self, conn: Any, attempt: Attempt) -> bool:
         """Whether another copy of the push found its record pending since ``attempt``."""
@@ -198,23 +211,38 @@ class PushKeys:
 
     async def complete(self, conn: Any, attempt: Attempt, answer: dict[str, Any]) -> dict[str, Any]:
         """Record ``answer``; the answer recorded (another attempt's, if it was first)."""
+        held = (await self.complete_many(conn, [(attempt, answer)])).get(attempt.record["id"])
+        if not held or held.get("state") != DONE or "result" not in held:
+            return answer  # expired and deleted meanwhile: ours stands
+        return dict(held["result"])
+
+    async def complete_many(
+        self, conn: Any, entries: list[tuple[Attempt, dict[str, Any]]]
+    ) -> dict[str, dict[str, Any]]:
+        """Record each attempt's answer, in one query, unless its record is done already
+        (or is another push's now); the records as they are then, by id."""
         r = self.r
-        record = attempt.record
-        done = {"state": DONE, "result": answer}
-        query = self.table.get(record["id"]).update(
+        fingerprints = {
+            attempt.record["id"]: attempt.record["fingerprint"] for attempt, _ in entries
+        }
+        answers = {attempt.record["id"]: answer for attempt, answer in entries}
+        query = self.table.get_all(*fingerprints).update(
             lambda rec: r.branch(
-                rec["state"].eq(PENDING).and_(rec["fingerprint"].eq(record["fingerprint"])),
-                done,
+                rec["state"]
+                .eq(PENDING)
+                .and_(rec["fingerprint"].eq(r.expr(fingerprints)[rec["id"]])),
+                {"state": DONE, "result": r.expr(answers)[rec["id"]]},
                 {},
             ),
             return_changes="always",
         )
         result = await self._run(conn, query)
-        changes = result.get("changes") or []
-        held = changes[0].get("new_val") if changes else None
-        if not held or held.get("state") != DONE or "result" not in held:
-            return answer  # expired and deleted meanwhile: ours stands
-        return dict(held["result"])
+        held: dict[str, dict[str, Any]] = {}
+        for change in result.get("changes") or []:
+            record = change.get("new_val")
+            if record and record.get("id") in answers:
+                held[record["id"]] = record
+        return held
 
     def expire_soon(self) -> None:
         """Delete expired records in the background (bounded, not too often)."""
@@ -277,7 +305,7 @@ async def write_once(writer: PushWriter, request: PushRequest, give_up: float) -
     keys.expire_soon()
     record, keyed, generated = new_record(writer, request)
     try:
-        attempt = await _with_records(writer, give_up, lambda conn: keys.begin(conn, record))
+        attempt = await with_records(writer, give_up, lambda conn: keys.begin(conn, record))
     except RecordsUnavailable as error:
         return error_result(request.id, f"{error}; push not written", UNAVAILABLE)
     return await finish(writer, request, record, attempt, keyed, generated, give_up)
@@ -321,7 +349,7 @@ async def finish(
         attempt.created
         and answer.get("code") == REJECTED
         and request.op == "insert"
-        and await _with_records(writer, give_up, lambda conn: keys.taken_over(conn, attempt))
+        and await with_records(writer, give_up, lambda conn: keys.taken_over(conn, attempt))
     ):
         # Another copy of this push (another worker, a sender that did not wait) found
         # our record pending and may have written our documents first: ours, if equal.
@@ -334,7 +362,7 @@ async def finish(
         return answer  # not written for now: the record stays pending, for the retry
     stored = {name: value for name, value in answer.items() if name not in ("type", "id")}
     try:
-        final = await _with_records(
+        final = await with_records(
             writer, give_up, lambda conn: keys.complete(conn, attempt, stored)
         )
     except RecordsUnavailable as error:
@@ -357,7 +385,7 @@ def count_ours_inserted(answer: dict[str, Any]) -> None:
         answer["unchanged"] = 0
 
 
-async def _with_records(writer: PushWriter, give_up: float, work: Any) -> Any:
+async def with_records(writer: PushWriter, give_up: float, work: Any) -> Any:
     """``work(conn)`` on the writer's connection, tried again while RethinkDB is
     unreachable, until ``give_up`` (``time.monotonic()``)."""
     delay = 0.1

@@ -9,8 +9,10 @@ would (each push: its documents ``inserted``, its own ``generated_keys``). Any
 doubt (an error, a lost connection, a timeout) sends the group's pushes back to
 the one-by-one path with its retry rules; there, a document found equal to ours
 under our fresh key can only be the group's attempt, and counts as inserted.
-A push with an ``idempotency_key`` is never grouped: it is written alone, as its
-record in RethinkDB says (``idempotency.py``).
+Pushes with an ``idempotency_key``: the round's inserts whose documents all get
+keys of ours are recorded together, and grouped as any other
+(``idempotent_rounds.py``); any other is written alone, as its record in
+RethinkDB says (``idempotency.py``).
 
 Order: a table's pushes are written in the order received. RethinkDB writes
 the documents of one insert query in no particular order (a real server's
@@ -47,7 +49,8 @@ from ..pushes import (
 )
 from ..rethink import is_connection_error
 from .feed_gate import FEED_NOT_READY
-from .idempotency import count_ours_inserted, write_once
+from .idempotency import Attempt, count_ours_inserted, write_once
+from .idempotent_rounds import begin_round, complete_round
 from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,8 @@ class Received:
     size: int = 0
     groupable: bool = False
     result: dict[str, Any] | None = None
+    # A keyed push recorded with the round's others (idempotent_rounds.py).
+    attempt: Attempt | None = None
 
 
 def receive(message: dict[str, Any], writer: PushWriter, max_bytes: int) -> Received:
@@ -214,11 +219,13 @@ def plan(items: list[Received]) -> list[Group]:
 
 async def write_round(writer: PushWriter, items: list[Received]) -> None:
     """Write the round's pushes; every item gets its ``result``."""
+    await begin_round(writer, items)
     for group in plan(items):
         if len(group.items) > 1:
             await _write_group(writer, group.items)
         else:
             await _write_one(writer, group.items[0])
+    await complete_round(writer, items)
 
 
 async def _write_one(
@@ -226,10 +233,12 @@ async def _write_one(
 ) -> None:
     assert item.request is not None
     try:
-        if item.request.idempotency_key is not None:
+        if item.request.idempotency_key is not None and item.attempt is None:
             deadline = time.monotonic() + writer.deadline if give_up is None else give_up
             item.result = await write_once(writer, item.request, deadline)
             return
+        # A keyed push recorded with the round: only its own attempt uses its fresh keys.
+        retry = retry or item.attempt is not None
         item.result = await writer.write_keyed(
             item.request, item.generated, retry=retry, give_up=give_up
         )
