@@ -7,6 +7,11 @@ what its actions say: row rules and filters, frames (each change's encoded once
 per process), sync requests, and timers. A timer only puts an event into the
 consumer's own queue (``LocalEvents``): it reaches ``dispatch`` like any
 message, so nothing changes a subscription while another message is handled.
+
+No frame exceeds ``CHANGEFLOW_MAX_SENT_FRAME_BYTES``: batches and snapshots are
+split (``protocol.pack``, ``protocol.snapshot_texts``), a change too large is a
+``too_large`` error frame. A change a subscription has moved past but could not
+be made into a frame restarts the subscription with ``resync`` (``perform``).
 """
 
 from __future__ import annotations
