@@ -116,20 +116,24 @@ class Clients:
             async with gate:
                 ws = await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
                 await ws.send(json.dumps({"action": "subscribe", "stream": stream, "id": 1}))
+                read = 0
                 async for frame in ws:  # until the subscription is confirmed
+                    read += 1
                     if json.loads(frame).get("event") == "subscribed":
                         break
-                return ws
+                return ws, read
 
-        sockets = await asyncio.gather(*(one() for _ in range(n)))
-        self.sockets.extend(sockets)
-        self.readers.extend(asyncio.ensure_future(self._read(ws)) for ws in sockets)
+        opened = await asyncio.gather(*(one() for _ in range(n)))
+        self.sockets.extend(ws for ws, _ in opened)
+        self.readers.extend(asyncio.ensure_future(self._read(ws, read)) for ws, read in opened)
         return {"clients": len(self.sockets), "connect_s": time.monotonic() - started}
 
-    async def _read(self, ws: Any) -> None:
+    async def _read(self, ws: Any, read: int) -> None:
         position: dict[str, Any] = {}
         async for text in ws:
             received = time.time()
+            read += 1  # acknowledged, as every client must (docs/protocol.md, "Flow control")
+            await ws.send(json.dumps({"action": "ack", "frames": read}))
             if self.recorder is not None:
                 self.recorder.message(received, text, position)
 
