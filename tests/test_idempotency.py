@@ -14,9 +14,8 @@ from changeflow_channels.pushes import parse_push
 from changeflow_channels.rethink import Reconnecting, new_driver
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
 from changeflow_channels.tables.ddl import TableRegistry
-from changeflow_channels.worker import idempotency
+from changeflow_channels.worker import push_keys
 from changeflow_channels.worker.idempotency import (
-    PENDING,
     fingerprint,
     finish,
     new_record,
@@ -25,6 +24,7 @@ from changeflow_channels.worker.idempotency import (
 )
 from changeflow_channels.worker.idempotent_rounds import begin_round
 from changeflow_channels.worker.push_batches import plan, receive, write_round
+from changeflow_channels.worker.push_keys import PENDING
 from changeflow_channels.worker.push_writer import PushWriter
 
 from .conftest import only_on_test_server
@@ -157,7 +157,7 @@ async def test_a_pending_record_is_completed_once_by_the_next_attempt(
     assert (await writer.write_keyed(keyed, generated))["ok"]
     r = RethinkDB()
     with r.connect(**rethinkdb_target.connect_kwargs()) as conn:
-        r.db(idempotency.DATABASE).table(idempotency.TABLE).insert(
+        r.db(push_keys.DATABASE).table(push_keys.TABLE).insert(
             {
                 "id": record_id(dbname, "t", "k1"),
                 "stream": f"{dbname}.t",
@@ -218,8 +218,8 @@ async def test_a_key_older_than_the_window_is_forgotten_and_expired(rethinkdb_ta
     r = RethinkDB()
     with r.connect(**rethinkdb_target.connect_kwargs()) as conn:
         left = (
-            r.db(idempotency.DATABASE)
-            .table(idempotency.TABLE)
+            r.db(push_keys.DATABASE)
+            .table(push_keys.TABLE)
             .get(record_id(dbname, "t", "k1"))
             .run(conn)
         )
@@ -233,10 +233,10 @@ async def test_expiry_deletes_a_bounded_number_at_a_time(rethinkdb_target, monke
     r = RethinkDB()
     old = time.time() - 3600 * 48  # long expired, whatever the window of other tests
     with r.connect(**rethinkdb_target.connect_kwargs()) as sync:
-        r.db(idempotency.DATABASE).table(idempotency.TABLE).insert(
+        r.db(push_keys.DATABASE).table(push_keys.TABLE).insert(
             [{"id": f"expiry-test-{n}", "at": old - n, "state": "done"} for n in range(5)]
         ).run(sync)
-    monkeypatch.setattr(idempotency, "EXPIRE_BATCH", 3)
+    monkeypatch.setattr(push_keys, "EXPIRE_BATCH", 3)
     assert await writer.push_keys.expire(time.time()) == 3
     assert await writer.push_keys.expire(time.time()) >= 2
 

@@ -22,14 +22,13 @@ from rethinkdb.errors import ReqlError
 
 from ..pushes import RESULT_TYPE, PushRequest
 from .idempotency import (
-    DONE,
     FINAL_CODES,
-    Attempt,
     RecordsUnavailable,
     count_ours_inserted,
     new_record,
     with_records,
 )
+from .push_keys import DONE, Attempt
 
 if TYPE_CHECKING:
     from .push_writer import PushWriter
@@ -57,6 +56,8 @@ def _candidate(writer: PushWriter, request: PushRequest | None) -> bool:
 async def begin_round(writer: PushWriter, items: list[Any]) -> None:
     """Record the round's groupable keyed inserts (one query); those recorded now
     are keyed as recorded and become groupable, with ``attempt`` set."""
+    if any(item.request is not None and item.request.idempotency_key for item in items):
+        writer.push_keys.expire_soon()
     chosen: dict[str, tuple[KeyedItem, dict[str, Any], PushRequest, list[Any]]] = {}
     for item in items:
         if item.result is None and item.attempt is None and _candidate(writer, item.request):

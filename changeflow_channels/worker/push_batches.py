@@ -49,8 +49,9 @@ from ..pushes import (
 )
 from ..rethink import is_connection_error
 from .feed_gate import FEED_NOT_READY
-from .idempotency import Attempt, count_ours_inserted, write_once
+from .idempotency import count_ours_inserted, write_once
 from .idempotent_rounds import begin_round, complete_round
+from .push_keys import Attempt
 from .push_writer import WRITE_TIMEOUT, PushWriter, push_result
 
 logger = logging.getLogger(__name__)

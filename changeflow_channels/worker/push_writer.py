@@ -24,7 +24,7 @@ from ..pushes import (
 from ..rethink import Reconnecting, is_connection_error
 from ..tables.ddl import TableRegistry, repair_table, table_exists
 from .feed_gate import FEED_NOT_READY, AlwaysOpen, FeedGate
-from .idempotency import PushKeys
+from .push_keys import PushKeys
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class PushWriter:
         self.r = connection.r
         self.tables = tables
         self.deadline = deadline
-        # The records of pushes with an idempotency key (idempotency.py).
+        # The records of pushes with an idempotency key (push_keys.py).
         if idempotency_window is None:
             idempotency_window = get_settings().idempotency_window
         self.push_keys = PushKeys(connection, idempotency_window)

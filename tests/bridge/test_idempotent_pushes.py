@@ -25,7 +25,7 @@ from changeflow_channels.push_api import apush_to_flow
 from changeflow_channels.pushes import build_push, parse_push
 from changeflow_channels.redis_layer import REDIS_ERRORS
 from changeflow_channels.testing.processes import ManagedProcess, RedisServer
-from changeflow_channels.worker import idempotency
+from changeflow_channels.worker import push_keys
 from changeflow_channels.worker.idempotency import fingerprint, record_id
 
 from ..conftest import save_output
@@ -451,15 +451,15 @@ async def test_a_worker_finds_what_a_killed_worker_left_and_writes_it_once(
                 r.db(stream_db).table("t").insert(
                     [{"n": 1, "id": ours}, {"id": "own", "n": 2}]
                 ).run(conn)
-            if idempotency.DATABASE not in r.db_list().run(conn):
-                r.db_create(idempotency.DATABASE).run(conn)
-            if idempotency.TABLE not in r.db(idempotency.DATABASE).table_list().run(conn):
-                r.db(idempotency.DATABASE).table_create(idempotency.TABLE).run(conn)
-            r.db(idempotency.DATABASE).table(idempotency.TABLE).insert(
+            if push_keys.DATABASE not in r.db_list().run(conn):
+                r.db_create(push_keys.DATABASE).run(conn)
+            if push_keys.TABLE not in r.db(push_keys.DATABASE).table_list().run(conn):
+                r.db(push_keys.DATABASE).table_create(push_keys.TABLE).run(conn)
+            r.db(push_keys.DATABASE).table(push_keys.TABLE).insert(
                 {
                     "id": record_id(stream_db, "t", "crashed"),
                     "at": time.time(),
-                    "state": idempotency.PENDING,
+                    "state": push_keys.PENDING,
                     "fingerprint": fingerprint(request),
                     "pk": "id",
                     "generated": [ours],
