@@ -26,6 +26,7 @@ COLUMNS = [
     "changes lost",
     "duplicates",
     "pushes lost",
+    "unanswered",
     "pass",
 ]
 
@@ -48,6 +49,7 @@ def row(figures: dict[str, Any]) -> list[str]:
         cell(figures.get("changes_lost")),
         cell(figures.get("duplicates")),
         cell(figures.get("pushes_lost")),
+        cell((figures.get("writer") or {}).get("unanswered")),
         "yes" if not problems else "**no**: " + summary(problems[0]),
     ]
 

@@ -146,10 +146,14 @@ class Scenario:
 
     async def inject(self, kind: str, fault: Callable[[], Awaitable[Any]]) -> None:
         self.metrics["fault"] = kind
-        self.fault_w, self.fault_at = self.writer.n, self.now
+        self.fault_w, self.fault_at, self.back_at = self.writer.n, self.now, 0.0
         await fault()
-        self.back_at = self.now
+        self.back_at = self.back_at or self.now
         self.metrics["injection_s"] = round(self.back_at - self.fault_at, 2)
+
+    def mark_back(self) -> None:
+        """The fault ends now (a thaw: what comes next may arrive before it returns)."""
+        self.back_at = self.now
 
     async def after(self) -> None:
         if self.load == "busy":
@@ -184,7 +188,9 @@ class Scenario:
 
     async def finish(self) -> None:
         """Stop writing, settle, check every invariant, record the figures."""
-        await self.writer.stop()
+        # Answers still due are read (a reply channel nobody reads fills up, and the
+        # worker then spends seconds on each answer for it: see the report).
+        await self.writer.stop(drain_timeout=30, quiet=5)
         table = await self.settle()
         self.check(table)
         await self.round_trip()
@@ -329,3 +335,16 @@ class Scenario:
         if not self.writer._stopping:
             await self.writer.stop(drain_timeout=0)
         await self.layer.close_pools()
+        # The table goes: the workers of the shared stack need not follow it any more.
+        db, table = self.database, self.table
+        try:
+            await self.tables._run(
+                lambda r: r.branch(
+                    r.db_list().contains(db),
+                    r.branch(r.db(db).table_list().contains(table), r.db(db).table_drop(table), {}),
+                    {},
+                ),
+                10,
+            )
+        except Exception:  # a scenario's end: logged, the next one has its own table
+            logger.exception("could not drop %s", self.stream)

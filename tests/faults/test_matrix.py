@@ -64,6 +64,7 @@ async def test_rethinkdb_frozen(scenario, fault_stack: FaultStack, load: str):
         try:
             await outage(RETHINKDB_FREEZE_S)
         finally:
+            s.mark_back()
             await asyncio.to_thread(fault_stack.rethinkdb.thaw)
 
     await s.run(f"RethinkDB frozen {RETHINKDB_FREEZE_S:g} s (SIGSTOP/SIGCONT)", freeze)
@@ -89,6 +90,7 @@ async def test_redis_frozen(scenario, fault_stack: FaultStack, load: str):
         try:
             await outage(REDIS_FREEZE_S)
         finally:
+            s.mark_back()
             await asyncio.to_thread(fault_stack.thaw_redis)
 
     await s.run(f"Redis frozen {REDIS_FREEZE_S:g} s (SIGSTOP/SIGCONT)", freeze)

@@ -5,6 +5,7 @@ sender that retries pushes whose answers it did not get."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -66,24 +67,51 @@ async def test_clients_leave_and_resume_with_since(scenario, load):
     s.metrics["resumed_without_resync"] = all(not s.sub(c).resyncs for c in s.clients)
 
 
+NO_KEY_PUSHES = 5  # documents without their own primary key (RethinkDB generates it)
+
+
 @pytest.mark.parametrize("load", LOADS)
 async def test_sender_retries_pushes_whose_answers_it_lost(scenario, load):
     """The answers of some pushes go to a reply channel nobody reads (the sender lost
     them); it sends each such push again, with the same idempotency key: each must be
-    answered ok and be in the table once."""
+    answered ok and be in the table once. Some documents have their own primary key,
+    some do not (a retry without the key would write those twice)."""
     s: Scenario = scenario("sender-retries-lost-answers", load)
+    no_key_answers: list[dict[str, Any]] = []
+
+    def no_key_push(i: int, reply: str) -> dict[str, Any]:
+        message = {
+            "type": "changeflow.push",
+            "database": s.database,
+            "table": s.table,
+            "data": {"m": f"nokey{i}", "w": s.fault_w + 0.5, "g": 0},
+            "reply_channel": reply,
+            "id": f"nokey{i}",
+        }
+        if s.writer.keys is not None:
+            message["idempotency_key"] = f"{s.writer.keys}-nokey{i}"
+        return message
 
     async def lose_answers() -> None:
-        s.writer.lost_reply = await s.layer.new_channel()  # nobody reads it
+        s.writer.lost_reply = lost = await s.layer.new_channel()  # nobody reads it
         try:
+            for i in range(NO_KEY_PUSHES):
+                await s.layer.send(s.writer.channel, no_key_push(i, lost))
             if load == "busy":
-                await asyncio.sleep(0.5)  # half a second of pushes whose answers are lost
+                # A quarter of a second of pushes whose answers are lost: about 50, fewer
+                # than a reply channel holds (100), which the worker would then block on.
+                await asyncio.sleep(0.25)
             else:
                 for _ in range(QUIET_BURST):
                     await s.writer.push_next()
         finally:
             s.writer.lost_reply = None
-        s.metrics["retried_pushes"] = await s.writer.retry_unanswered()
+        s.metrics["retried_pushes"] = await s.writer.retry_unanswered() + NO_KEY_PUSHES
+        reply = await s.layer.new_channel()
+        for i in range(NO_KEY_PUSHES):
+            await s.layer.send(s.writer.channel, no_key_push(i, reply))
+        for _ in range(NO_KEY_PUSHES):
+            no_key_answers.append(await asyncio.wait_for(s.layer.receive(reply), 20))
 
     await s.run("a sender retries the pushes whose answers it lost", lose_answers)
     refused = [
@@ -91,10 +119,18 @@ async def test_sender_retries_pushes_whose_answers_it_lost(scenario, load):
         for n in sorted(s.writer.retried)
         if not (s.writer.pushes[n].answer or {}).get("ok")
     ]
+    refused += [f"{a.get('id')}: {a}" for a in no_key_answers if not a.get("ok")]
+    table = await s.reload(s.stream)
+    copies = [
+        sum(1 for doc in table.values() if doc.get("m") == f"nokey{i}")
+        for i in range(NO_KEY_PUSHES)
+    ]
     s.metrics["retries_refused"] = len(refused)
+    s.metrics["no_key_copies"] = copies
     assert s.writer.retried, "no answer was lost: the scenario proved nothing"
-    s.record({})
     if not idempotency_supported():
         s.problems.append("pushes take no idempotency_key yet (issue 14, item 3)")
     s.problems += [f"retried and refused: {r}" for r in refused[:10]]
+    s.problems += [f"nokey{i} written {n} times" for i, n in enumerate(copies) if n != 1]
+    s.record(table)
     s.assert_ok()
