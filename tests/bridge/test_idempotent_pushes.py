@@ -17,19 +17,28 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import websockets
 from channels_redis.core import RedisChannelLayer
 from redis.asyncio import Redis
 from rethinkdb import RethinkDB
+from rethinkdb.errors import ReqlOpFailedError
 
 from changeflow_channels.push_api import apush_to_flow
 from changeflow_channels.pushes import build_push, parse_push
 from changeflow_channels.redis_layer import REDIS_ERRORS
-from changeflow_channels.testing.processes import ManagedProcess, RedisServer
+from changeflow_channels.testing.processes import (
+    DAPHNE_READY,
+    ManagedProcess,
+    RedisServer,
+    free_port,
+    start_daphne,
+)
 from changeflow_channels.worker import push_keys
 from changeflow_channels.worker.idempotency import fingerprint, record_id
 
 from ..conftest import save_output
-from .conftest import start_ready_worker
+from .conftest import REPO, start_ready_worker
+from .helpers import WsClient
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -48,6 +57,8 @@ async def read_table(connect_kwargs: dict[str, Any], database: str, table: str) 
     def read() -> list[dict]:
         r = RethinkDB()
         with r.connect(**connect_kwargs) as conn:
+            if database not in r.db_list().run(conn):
+                return []
             if table not in r.db(database).table_list().run(conn):
                 return []
             return sorted(r.db(database).table(table).run(conn), key=repr)
@@ -480,3 +491,50 @@ async def test_a_worker_finds_what_a_killed_worker_left_and_writes_it_once(
     assert (answer["ok"], answer["inserted"], answer["generated_keys"]) == (True, 2, [ours])
     stored = await read_table(rethinkdb_target.connect_kwargs(), stream_db, "t")
     assert sorted(doc["id"] for doc in stored) == sorted([ours, "own"])
+
+
+async def test_a_browser_push_retried_on_another_daphne_is_written_once(
+    process_env, stream_db, rethinkdb_target
+):
+    """A client pushes, and its Daphne is SIGKILLed before the client read the answer;
+    it reconnects to another Daphne and sends the push again with its key: one
+    document, answered ok with its key."""
+    stream = f"{stream_db}.daphne"
+    frame = {"action": "push", "stream": stream, "data": {"n": 1}, "idempotency_key": "d-1"}
+    daphnes: list[ManagedProcess] = []
+
+    async def connect() -> WsClient:
+        port = free_port()
+        daphne = start_daphne("tests.asgi:application", port, env=process_env, cwd=str(REPO))
+        daphnes.append(daphne)
+        await asyncio.to_thread(daphne.wait_for, DAPHNE_READY, 60)
+        url = f"ws://127.0.0.1:{port}/ws/changeflow/"
+        origin = f"http://127.0.0.1:{port}"
+        return WsClient(await websockets.connect(url, open_timeout=10, origin=origin))
+
+    try:
+        first = await connect()
+        await first.send({**frame, "id": 1})
+
+        async def landed() -> bool:
+            try:
+                return bool(
+                    await read_table(rethinkdb_target.connect_kwargs(), stream_db, "daphne")
+                )
+            except ReqlOpFailedError:  # a real server's table just made, not ready yet
+                return False
+
+        await eventually(landed, 20, "the first push written")  # its answer is never read
+        await asyncio.to_thread(daphnes[0].kill)
+        second = await connect()
+        answer = await second.request(
+            "push", stream, **{k: frame[k] for k in ("data", "idempotency_key")}
+        )
+        await second.connection.close()
+    finally:
+        for n, daphne in enumerate(daphnes, 1):
+            daphne.stop()
+            save_output(f"idempotent-daphne{n}", daphne)
+    assert answer["event"] == "pushed" and answer["inserted"] == 1, answer
+    stored = await read_table(rethinkdb_target.connect_kwargs(), stream_db, "daphne")
+    assert [doc["id"] for doc in stored] == answer["generated_keys"]
