@@ -333,3 +333,11 @@ async def test_one_key_twice_in_a_round_is_written_once(writer, rethinkdb_target
     same_answer(answers[0], answers[2])
     assert all(answer["ok"] and answer["inserted"] == 2 for answer in answers)
     assert len(documents(rethinkdb_target, dbname)) == 1 + 6
+
+
+def test_the_window_is_the_setting_unless_given(rethinkdb_target, settings):
+    settings.CHANGEFLOW_IDEMPOTENCY_WINDOW = 7.5
+    r = new_driver()
+    connection = Reconnecting(r, parse_rethinkdb_url(rethinkdb_target.url))
+    assert PushWriter(connection, TableRegistry(r), 10.0).push_keys.window == 7.5
+    assert PushWriter(connection, TableRegistry(r), 10.0, 60.0).push_keys.window == 60.0
