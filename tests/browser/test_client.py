@@ -162,3 +162,57 @@ async def test_retries_subscribe_refused_as_unavailable_and_pushes_with_the_same
     assert pushes[1]["idempotency_key"] == key and pushes[1]["id"] == pushes[0]["id"]
     assert result["pushed"]["ok"] is True
     assert errors == []
+
+
+TOO_LARGE = """async (module) => {
+    const { Changeflow } = await import(module);
+    class ScriptedSocket {
+        constructor(url) {
+            setTimeout(() => this.onopen && this.onopen(), 0);
+        }
+        send(text) {
+            const frame = JSON.parse(text);
+            if (frame.action !== "subscribe") return;
+            const frames = [
+                { event: "subscribed", stream: frame.stream, id: frame.id },
+                { event: "change", stream: "db.t", type: "add", old_val: null,
+                  new_val: { id: 1 }, epoch: "e", seq: 1 },
+                { event: "error", code: "too_large", stream: "db.t", epoch: "e", seq: 2,
+                  message: "change 2 of db.t is larger than 1000000 bytes as a frame" },
+            ];
+            for (const reply of frames) {
+                setTimeout(() => this.onmessage({ data: JSON.stringify(reply) }), 0);
+            }
+        }
+        close() {}
+    }
+    const real = window.WebSocket;
+    window.WebSocket = ScriptedSocket;
+    try {
+        const flow = new Changeflow("ws://scripted.invalid/ws/");
+        const error = new Promise((resolve) => flow.addEventListener("error", (e) => resolve(e.detail)));
+        flow.subscribe("db.t", () => {});
+        const detail = await error;
+        const position = flow.position("db.t");
+        flow.close();
+        return { detail, position };
+    } finally {
+        window.WebSocket = real;
+    }
+}"""
+
+
+async def test_a_change_too_large_to_send_is_an_error_event_and_the_position_moves_past_it(
+    browser, demo_stack
+):
+    page, errors = await open_blank(browser, demo_stack)
+    result = await page.evaluate(TOO_LARGE, MODULE)
+    detail = result["detail"]
+    assert (detail["code"], detail["stream"], detail["epoch"], detail["seq"]) == (
+        "too_large",
+        "db.t",
+        "e",
+        2,
+    )
+    assert result["position"] == {"epoch": "e", "seq": 2}  # a resume does not ask for it again
+    assert errors == []
