@@ -24,9 +24,10 @@ from .pushes import (
 from .pushes import UNAVAILABLE as PUSH_UNAVAILABLE
 from .redis_layer import LAYER_ERRORS, ResilientChannelMixin
 from .sync import SyncError, parse_since
-from .web.delivery import DeliveryMixin, LocalEvents
+from .web.delivery import DeliveryMixin
 from .web.filters import FilterError, parse_filter
 from .web.limits import AckError, SendWindow, TokenBucket
+from .web.local_events import LocalEvents
 from .web.protocol import (
     BAD_REQUEST,
     FORBIDDEN,
