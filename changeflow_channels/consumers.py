@@ -22,7 +22,7 @@ from .pushes import (
     check_size,
 )
 from .pushes import UNAVAILABLE as PUSH_UNAVAILABLE
-from .redis_layer import LAYER_ERRORS, ResilientChannelMixin
+from .redis_layer import LAYER_ERRORS, ResilientChannelMixin, group_discard_retrying
 from .sync import SyncError, parse_since
 from .web.delivery import DeliveryMixin
 from .web.filters import FilterError, parse_filter
@@ -325,7 +325,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         if self.subscriptions_of(stream):
             return  # another subscription still needs the group
         try:
-            await self.channel_layer.group_discard(stream, self.channel_name)
+            await group_discard_retrying(self.channel_layer, stream, self.channel_name)
         except LAYER_ERRORS as error:
             logger.warning("group_discard(%s) failed: %r", stream, error)
 
