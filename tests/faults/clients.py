@@ -104,6 +104,17 @@ class FaultWriter(SteadyWriter):
                 next_at = loop.time()
             await asyncio.sleep(max(0.0, delay))  # the writer's pacing
 
+    def accepted_after(self, n: int) -> int:
+        """How many pushes sent after push ``n`` were accepted."""
+        return sum(1 for p in self.pushes.values() if p.n > n and (p.answer or {}).get("ok"))
+
+    async def wait_accepted_after(self, n: int, count: int, timeout: float) -> None:
+        """Until ``count`` pushes sent after push ``n`` were accepted (raises on timeout)."""
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: self.accepted_after(n) >= count), timeout
+            )
+
     async def burst(self, count: int, timeout: float = 20.0) -> int:
         """Push until ``count`` more were accepted (a refused or unsent one is replaced),
         ``count`` at a time; returns how many were accepted within ``timeout``."""

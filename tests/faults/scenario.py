@@ -157,12 +157,13 @@ class Scenario:
 
     async def after(self) -> None:
         if self.load == "busy":
-            target = self.writer.accepted + BUSY_AFTER
-            try:
-                await self.writer.wait_accepted(target, 30)
+            try:  # pushes sent after the fault began, not late answers to earlier ones
+                await self.writer.wait_accepted_after(self.fault_w, BUSY_AFTER, 30)
             except asyncio.TimeoutError:
+                accepted = self.writer.accepted_after(self.fault_w)
                 self.problems.append(
-                    f"writes not accepted again within 30 s ({self.writer.stats()})"
+                    f"{accepted} pushes sent after the fault began accepted within 30 s "
+                    f"(wanted {BUSY_AFTER}; {self.writer.stats()})"
                 )
         else:
             accepted = await self.writer.burst(QUIET_BURST, timeout=30)
