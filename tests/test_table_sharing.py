@@ -186,3 +186,47 @@ async def test_a_table_dropped_and_created_again_while_its_lease_is_held_is_foll
     await feeds_a.until(lambda: feeds_a.following() == set(STREAMS), 5)
     assert a.holds("db.a")
     await a.stop()
+
+
+class PublishingFeeds(Feeds):
+    """Feeds whose state (caught up or not) is published with the heartbeat."""
+
+    caught_up = False
+
+    def published_state(self) -> dict[str, Any]:
+        return {stream: {"caught_up": self.caught_up} for stream in self.following()}
+
+
+async def test_another_worker_learns_when_the_holders_feed_is_ready(redis_server):
+    """A push taken by a worker that does not hold the table waits for this (issue 14,
+    item 1): the holder publishes its feed caught up at once, not at its next tick."""
+    lease = 15.0  # a tick of 3 s: "at once" is told from "at the next tick"
+
+    def worker(worker_id: str, streams: list[str]) -> tuple[TableSharing, PublishingFeeds]:
+        target = RedisTarget(Redis.from_url(redis_server.url), "t:changeflow:changeflow", "")
+        store = LeaseStore(target, worker_id, lease, timeout=1.0)
+        feeds = PublishingFeeds()
+        shared = TableSharing(store, lease, feeds, {"id": worker_id})
+        for stream in streams:
+            shared.add(stream, appeared=False)
+        discovered = asyncio.Event()
+        discovered.set()
+        shared.start(discovered)
+        return shared, feeds
+
+    a, feeds_a = worker("a", ["db.a"])
+    await feeds_a.until(lambda: feeds_a.following() == {"db.a"}, 5)
+    b, _ = worker("b", [])
+    await asyncio.wait_for(b.ready.wait(), 5)
+    assert not await b.announced_elsewhere("db.a")  # followed, not caught up
+    assert not await a.announced_elsewhere("db.a")  # its own: not another worker's
+    assert not await b.announced_elsewhere("db.none")  # nobody holds it
+    feeds_a.caught_up = True
+    a.publish_soon()
+    loop = asyncio.get_running_loop()
+    asked_at = loop.time()
+    while not await b.announced_elsewhere("db.a"):
+        assert loop.time() - asked_at < 1.0, "not published at once"
+        await asyncio.sleep(0.01)
+    await a.stop()
+    await b.stop()
