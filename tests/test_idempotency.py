@@ -23,8 +23,9 @@ from changeflow_channels.worker.idempotency import (
     write_once,
 )
 from changeflow_channels.worker.idempotent_rounds import begin_round
-from changeflow_channels.worker.push_batches import plan, receive, write_round
+from changeflow_channels.worker.push_batches import write_round
 from changeflow_channels.worker.push_keys import PENDING
+from changeflow_channels.worker.push_plan import plan, receive
 from changeflow_channels.worker.push_writer import PushWriter
 
 from .conftest import only_on_test_server

@@ -7,13 +7,8 @@ import asyncio
 import logging
 
 from changeflow_channels.pushes import PushRequest, parse_push
-from changeflow_channels.worker.push_batches import (
-    Received,
-    learn_primary_keys,
-    plan,
-    receive,
-    write_round,
-)
+from changeflow_channels.worker.push_batches import write_round
+from changeflow_channels.worker.push_plan import Received, learn_primary_keys, plan, receive
 from changeflow_channels.worker.push_writer import PushWriter
 
 from .test_push_writer import ANSWER_LOST, make_writer, stored, stored_while_frozen, wait_until

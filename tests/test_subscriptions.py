@@ -9,12 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from changeflow_channels.web import subscriptions
-from changeflow_channels.web.subscriptions import (
-    JITTER,
-    MAX_HELD,
-    SYNC_RESEND,
-    SYNC_RESEND_MAX,
-    SYNC_RETRY,
+from changeflow_channels.web.actions import (
     Action,
     CancelTimers,
     Deliver,
@@ -22,8 +17,15 @@ from changeflow_channels.web.subscriptions import (
     Resync,
     RetrySyncLater,
     Snapshot,
-    Subscription,
     TimeOutLater,
+)
+from changeflow_channels.web.subscriptions import (
+    JITTER,
+    MAX_HELD,
+    SYNC_RESEND,
+    SYNC_RESEND_MAX,
+    SYNC_RETRY,
+    Subscription,
 )
 
 

@@ -26,6 +26,16 @@ from ..changes import BATCH_TYPE, CHANGE_TYPE
 from ..permissions import RowRuleError, apply_row_rule, has_row_rule
 from ..redis_layer import LAYER_ERRORS
 from ..sync import SYNC_TYPE, sync_channel
+from .actions import (
+    Action,
+    CancelTimers,
+    Deliver,
+    RequestSync,
+    Resync,
+    RetrySyncLater,
+    Snapshot,
+    TimeOutLater,
+)
 from .filters import seen_through
 from .local_events import LocalEvents
 from .protocol import (
@@ -41,17 +51,7 @@ from .protocol import (
     snapshot_texts,
     too_large_frame,
 )
-from .subscriptions import (
-    Action,
-    CancelTimers,
-    Deliver,
-    RequestSync,
-    Resync,
-    RetrySyncLater,
-    Snapshot,
-    Subscription,
-    TimeOutLater,
-)
+from .subscriptions import Subscription
 
 logger = logging.getLogger(__name__)
 
