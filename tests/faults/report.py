@@ -27,6 +27,7 @@ COLUMNS = [
     "duplicates",
     "pushes lost",
     "unanswered",
+    "reordered",
     "pass",
 ]
 
@@ -50,6 +51,7 @@ def row(figures: dict[str, Any]) -> list[str]:
         cell(figures.get("duplicates")),
         cell(figures.get("pushes_lost")),
         cell((figures.get("writer") or {}).get("unanswered")),
+        cell(figures.get("pushes_reordered", 0)),
         "yes" if not problems else "**no**: " + summary(problems[0]),
     ]
 

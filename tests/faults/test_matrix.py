@@ -103,6 +103,7 @@ async def test_worker_sigkill(scenario, fault_stack: FaultStack, load: str, work
     s: Scenario = scenario(f"worker-sigkill-{workers}-of-{workers}", load)
     if workers > 1:
         await asyncio.to_thread(fault_stack.start_workers, workers - len(fault_stack.workers))
+        s.several_workers = True
 
     async def kill_holder() -> None:
         holder = fault_stack.holder_of(s.stream)
