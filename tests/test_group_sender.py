@@ -85,8 +85,9 @@ async def test_capacity_and_backlog(layer: RedisChannelLayer) -> None:
     sender = GroupSender(layer)
     channel = await layer.new_channel()
     await layer.group_add("g", channel)
-    backlogs = [(await sender.send("g", {"type": "m", "n": n})).backlog for n in range(7)]
-    assert backlogs == [0, 1, 2, 3, 4, 5, 5]  # capacity 5: the last two are dropped
+    sent = [await sender.send("g", {"type": "m", "n": n}) for n in range(7)]
+    assert [s.backlog for s in sent] == [0, 1, 2, 3, 4, 5, 5]  # capacity 5: the last two dropped
+    assert [s.over for s in sent] == [0, 0, 0, 0, 0, 1, 1]
     assert [(await receive(layer, channel))["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
     assert await nothing_waiting(layer, channel)
 
@@ -171,3 +172,26 @@ async def test_a_consumer_keeping_up_gets_each_change_at_once(layer: RedisChanne
         await delivery(change(seq))
         assert (await receive(layer, channel))["seq"] == seq
     await delivery.drain()
+
+
+async def test_changes_a_full_channel_dropped_are_announced_again_once_it_has_room(
+    layer: RedisChannelLayer,
+) -> None:
+    """A member channel found full loses the change; on a quiet table its consumer
+    would never notice. The stream's position is announced again (an epoch
+    message with ``again``) until every channel had room for it."""
+    layer.capacity = 2
+    channel = await layer.new_channel()
+    await layer.group_add("d.t", channel)
+    delivery = Delivery(layer, HookRunner([], 1.0), verbose=False)
+    try:
+        for seq in (1, 2, 3):  # one at a time: the third finds the channel full
+            await delivery(change(seq))
+            await delivery.drain()
+        assert [(await receive(layer, channel))["seq"] for _ in range(2)] == [1, 2]
+        again = await receive(layer, channel)  # the channel has room again
+        assert again["type"] == "changeflow.epoch" and again["again"] is True
+        assert (again["epoch"], again["seq"]) == ("e", 3)
+        assert await nothing_waiting(layer, channel)  # every channel had room: no more
+    finally:
+        delivery.close()

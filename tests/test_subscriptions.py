@@ -403,6 +403,20 @@ def test_a_plain_subscription_without_a_position_resyncs_unless_the_table_is_new
     assert seqs(fresh.offer(change(1))) == [(1, True)]
 
 
+def test_a_position_announced_again_fills_what_a_full_channel_dropped_and_nothing_else():
+    sub = subscription()
+    sub.offer(change(1, epoch="e1"))
+    # Changes 2 and 3 were dropped (the consumer's channel was full); the table went quiet.
+    gap = the_request(sub.epoch_started("e1", 3, again=True))
+    assert gap.since == ("e1", 1)
+    assert sub.epoch_started("e1", 3, again=True) == []  # the request in flight decides
+    caught_up = subscription()
+    caught_up.offer(change(3, epoch="e1"))
+    assert caught_up.epoch_started("e1", 3, again=True) == []
+    # Nothing delivered yet: a plain subscription starts where it joins, no resync.
+    assert subscription().epoch_started("e1", 3, again=True) == []
+
+
 def test_a_table_that_did_not_exist_when_subscribed_misses_nothing_of_its_first_epoch():
     sub = subscription(snapshot=True)
     request = the_request(sub.start())

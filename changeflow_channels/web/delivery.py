@@ -202,7 +202,10 @@ class DeliveryMixin:
         try:
             for sub in self.subscriptions_of(f"{message['database']}.{message['table']}"):
                 actions = sub.epoch_started(
-                    message["epoch"], message["seq"], bool(message.get("since_creation"))
+                    message["epoch"],
+                    message["seq"],
+                    bool(message.get("since_creation")),
+                    bool(message.get("again")),
                 )
                 await self.perform(sub, actions, frames)
         finally:

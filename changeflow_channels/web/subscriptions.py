@@ -220,15 +220,25 @@ class Subscription:
             self._request(None, actions)
         return actions
 
-    def epoch_started(self, epoch: str, seq: int, since_creation: bool = False) -> list[Action]:
+    def epoch_started(
+        self, epoch: str, seq: int, since_creation: bool = False, again: bool = False
+    ) -> list[Action]:
         """The table's feed began ``epoch`` and caught up after its change ``seq``
         (``changeflow.epoch``, in order with the changes). Changes written while
         the feed was down are not replayed: a subscription in another epoch is
         told at once (``resync``; a snapshot subscription asks for a fresh
         snapshot), not when the next change comes. ``since_creation``: the
         epoch's changes start with the table's creation, nothing can be missed
-        before them. With a sync in flight, decided once it is answered."""
-        marker = {"type": EPOCH_TYPE, "epoch": epoch, "seq": seq, "since_creation": since_creation}
+        before them. ``again``: the stream's position announced again after
+        the worker found member channels full (changes up to ``seq`` missed are
+        asked for). With a sync in flight, decided once it is answered."""
+        marker = {
+            "type": EPOCH_TYPE,
+            "epoch": epoch,
+            "seq": seq,
+            "since_creation": since_creation,
+            "again": again,
+        }
         actions: list[Action] = []
         if self.pending is not None:
             self.held.append(marker)  # its answer may predate the epoch
@@ -240,6 +250,8 @@ class Subscription:
 
     def _epoch_started(self, marker: dict[str, Any], actions: list[Action]) -> None:
         epoch, seq = marker["epoch"], marker["seq"]
+        if marker.get("again") and self.seq is None:
+            return  # a position announced again; nothing delivered yet: it starts where it joins
         if self.seq is not None and epoch == self.epoch:
             if seq > self.seq:  # changes of this epoch went missing: fill the gap
                 self._request((self.epoch, self.seq), actions)

@@ -224,6 +224,7 @@ class Flow:
             await asyncio.wait_for(self.delivery.drain(), STOP_TIMEOUT)
         except asyncio.TimeoutError:
             logger.warning("changes still unsent at shutdown (channel layer unavailable?)")
+        self.delivery.close()
         await self.ownership.stop()
         await self.hooks.stop(self.settings.handler_timeout)
         await self._write_connection.close()

@@ -106,11 +106,14 @@ class MessageTooLarge(Exception):
 
 class Sent(NamedTuple):
     """What ``GroupSender.send`` learnt: the size in bytes of the message as stored
-    (the largest per channel key; 0 when not known or the group is empty), and the
-    most messages that were already waiting in one member channel (0 when not known)."""
+    (the largest per channel key; 0 when not known or the group is empty), the
+    most messages that were already waiting in one member channel (0 when not
+    known), and how many member channels were full (the message was dropped for
+    their consumers: channels_redis's capacity; 0 when not known)."""
 
     size: int
     backlog: int
+    over: int = 0
 
 
 class GroupSender:
@@ -166,7 +169,7 @@ class GroupSender:
                     logger.info(
                         "%d of %d channels over capacity in group %s", over, len(members), group
                     )
-                return Sent(size, backlog)
+                return Sent(size, backlog, over)
             members = [name.decode("utf8") for name in reply[1:]]
             self._members[group] = members
         logger.info("members of %s keep changing; sending through channels_redis", group)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import metrics
-from ..changes import BATCH_TYPE, EPOCH_TYPE
+from ..changes import BATCH_TYPE, EPOCH_TYPE, epoch_message
 from ..redis_layer import LAYER_ERRORS
 from .group_sender import GroupSender, MessageTooLarge, Sent
 from .hooks import HookRunner
@@ -24,6 +24,13 @@ MAX_PENDING = 1000  # changes waiting per stream before the feed waits (at least
 BEHIND = 3
 BEHIND_WAIT = 0.001
 BEHIND_WAIT_MAX = 0.05
+# After a send found member channels full (their consumers lost that message), the
+# stream's position is announced again this long after, then twice as long each
+# time while channels are still full, at most REANNOUNCE_TIMES times (a dead
+# consumer's channel frees itself within channels_redis's expiry, 60 s).
+REANNOUNCE_DELAY = 0.25
+REANNOUNCE_DELAY_MAX = 8.0
+REANNOUNCE_TIMES = 12
 
 
 class Delivery:
@@ -43,6 +50,13 @@ class Delivery:
 
     A ``changeflow.epoch`` message (a feed's new epoch) takes its place in the
     same order, but always travels alone: never in a batch, never to the hooks.
+
+    A member channel found full (channels_redis's capacity: a consumer far
+    behind, or 1,000 clients arriving at once on one Daphne) loses that message,
+    and on a table that goes quiet its consumers would never notice. So the
+    stream's position is announced again (``changeflow.epoch`` with ``again``)
+    once the channels have had time to drain: a consumer that missed changes
+    asks for them (``Subscription.epoch_started``).
 
     A channel layer that fails (Redis down or restarting) is retried with
     backoff; nothing read from the feed is dropped, unless ``may_send`` says
@@ -76,6 +90,10 @@ class Delivery:
         self._room = asyncio.Event()
         self._room.set()
         self._may_send = may_send
+        # The last message sent per stream, and the position re-announcements due.
+        self._last: dict[str, dict[str, Any]] = {}
+        self._reannouncing: dict[str, asyncio.Task[None]] = {}
+        self._reannounced: dict[str, int] = {}  # re-announcements in a row that found channels full
 
     @property
     def busy(self) -> bool:
@@ -108,6 +126,12 @@ class Delivery:
         while self._senders:
             await asyncio.wait(list(self._senders.values()))
 
+    def close(self) -> None:
+        """Stop the position re-announcements still due (shutting down)."""
+        for task in self._reannouncing.values():
+            task.cancel()
+        self._reannouncing.clear()
+
     async def _send_all(self, stream: str) -> None:
         stream_metrics = metrics.for_stream(stream)
         try:
@@ -120,12 +144,15 @@ class Delivery:
                     logger.warning("%s: %d change(s) not sent: lease lost", stream, len(batch))
                     continue
                 if batch[0]["type"] == EPOCH_TYPE:
-                    await self._group_send(stream, batch[0], None)
+                    alone = await self._group_send(stream, batch[0], None)
+                    if alone is not None:
+                        self._after_send(stream, batch[0], alone.over, bool(batch[0].get("again")))
                     continue
                 result = await self._send_batch(stream, batch)
                 if result is None:
                     continue
-                sent, backlog = result
+                sent, backlog, over = result
+                self._after_send(stream, sent[-1], over)
                 stream_metrics.sent(sent)
                 if self.verbose or self.hooks.handlers:  # else nothing to do per change
                     for message in sent:
@@ -162,13 +189,48 @@ class Delivery:
         finally:
             del self._gathering[stream]
 
+    def _after_send(
+        self, stream: str, last: dict[str, Any], over: int, again: bool = False
+    ) -> None:
+        """Remember the stream's position; when member channels were full, announce
+        it again later (see the class's docstring)."""
+        self._last[stream] = last
+        if not over:
+            if again:
+                self._reannounced.pop(stream, None)  # every channel had room: done
+            return
+        times = self._reannounced.get(stream, 0) if again else 0
+        if times >= REANNOUNCE_TIMES:
+            logger.warning("%s: member channels still full; position not announced again", stream)
+            self._reannounced.pop(stream, None)
+            return
+        self._reannounced[stream] = times + 1
+        if stream not in self._reannouncing:
+            delay = min(REANNOUNCE_DELAY * 2**times, REANNOUNCE_DELAY_MAX)
+            task = asyncio.ensure_future(self._reannounce(stream, delay))
+            self._reannouncing[stream] = task
+
+    async def _reannounce(self, stream: str, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self._reannouncing.pop(stream, None)
+        last = self._last.get(stream)
+        if last is None or not self._may_send(stream):
+            return
+        again = epoch_message(
+            last["database"], last["table"], last["epoch"], last["seq"], since_creation=False
+        )
+        again["again"] = True
+        await self(again)
+
     async def _send_batch(
         self, stream: str, batch: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], int] | None:
+    ) -> tuple[list[dict[str, Any]], int, int] | None:
         """Send ``batch`` as one message, or only its head when the whole is over
         ``batch_bytes`` (the rest goes back in front of the pending changes).
-        Returns the changes sent and the receivers' backlog (see ``Sent``); None
-        if the lease was lost meanwhile."""
+        Returns the changes sent, the receivers' backlog and the member channels
+        found full (see ``Sent``); None if the lease was lost meanwhile."""
         while True:
             first = batch[0]
             message = first
@@ -193,7 +255,7 @@ class Delivery:
                 return None
             if sent.size:
                 self._change_bytes[stream] = sent.size / len(batch)
-            return batch, sent.backlog
+            return batch, sent.backlog, sent.over
 
     async def _group_send(
         self, group: str, message: dict[str, Any], max_bytes: int | None
