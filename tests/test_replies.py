@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 
 from changeflow_channels.redis_layer import REDIS_ERRORS, RedisChannelLayer
 from changeflow_channels.testing.processes import RedisServer
-from changeflow_channels.worker import replies
+from changeflow_channels.worker import push_batches, replies
+from changeflow_channels.worker.push_batches import PushPipeline
+from changeflow_channels.worker.push_plan import Received
 from changeflow_channels.worker.replies import send_reply
 
 
@@ -67,3 +70,30 @@ async def test_answers_give_up_together_when_redis_stays_down(caplog):
         finally:
             await worker.close_pools()
             replies._outage.since = None
+
+
+async def test_a_full_reply_channel_gives_up_its_round_of_answers_at_once(caplog):
+    """A sender gone with many answers due: its channel stays full. Each answer
+    would wait about 5 s there, and the next round's answers wait for this round:
+    the first answer that cannot be sent gives up the rest of that channel's."""
+    with RedisServer.running() as server:
+        worker = layer_on(server)
+        worker.capacity = 2
+        try:
+            for n in range(2):  # nobody reads it any more
+                await worker.send("gone!x", {"type": "old", "n": n})
+            pipeline = PushPipeline(None, partial(send_reply, worker), None)
+            items = [
+                Received({"reply_channel": "gone!x"}, result={"type": "a", "n": n})
+                for n in range(20)
+            ]
+            alive = await worker.new_channel()
+            items.append(Received({"reply_channel": alive}, result={"type": "a", "n": 20}))
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING, logger=push_batches.__name__):
+                await asyncio.wait_for(pipeline._answer(items), 30)
+            assert time.monotonic() - started < 10  # one answer's attempts, not twenty
+            assert await asyncio.wait_for(worker.receive(alive), 5) == {"type": "a", "n": 20}
+            assert any("19 more answer(s)" in r.getMessage() for r in caplog.records)
+        finally:
+            await worker.close_pools()

@@ -28,7 +28,7 @@ from .flow import Flow
 
 logger = logging.getLogger(__name__)
 
-Reply = Callable[[str, dict[str, Any]], Awaitable[None]]
+Reply = Callable[[str, dict[str, Any]], Awaitable[object]]
 
 # Sync answers computed and sent at once; further requests wait their turn.
 SYNC_CONCURRENCY = 8

@@ -57,7 +57,8 @@ IN_FLIGHT = 500
 # Messages one pop from Redis may take.
 POP_BATCH = 100
 
-SendReply = Callable[[str, dict[str, Any]], Awaitable[None]]
+# Sends an answer; whether it was sent (a failure is logged, never raised).
+SendReply = Callable[[str, dict[str, Any]], Awaitable[bool]]
 
 
 class PushWindow:
@@ -284,7 +285,15 @@ class PushPipeline:
                 by_channel.setdefault(reply, []).append(item.result)
 
         async def send_in_order(channel: str, results: list[dict[str, Any]]) -> None:
-            for result in results:
-                await self.send_reply(channel, result)  # logs a failure, never raises
+            for index, result in enumerate(results):
+                if not await self.send_reply(channel, result):
+                    # Its channel stayed full (a sender gone, or far behind) or the layer
+                    # stayed down: the rest would wait as long each, holding up every
+                    # other sender's answers. Its sender retries (idempotency keys).
+                    if len(results) > index + 1:
+                        logger.warning(
+                            "%d more answer(s) on %s not sent", len(results) - index - 1, channel
+                        )
+                    return
 
         await asyncio.gather(*(send_in_order(c, results) for c, results in by_channel.items()))

@@ -33,8 +33,9 @@ _outage = _Outage()
 
 async def send_reply(
     channel_layer: Any, channel: str, answer: dict[str, Any], *, patience: float = REPLY_PATIENCE
-) -> None:
-    """Send ``answer`` on ``channel``; a failure is logged, never raised.
+) -> bool:
+    """Send ``answer`` on ``channel``; whether it was sent. A failure is logged,
+    never raised.
 
     A reply channel can be full for a moment (a Daphne process's consumers share
     one in channels_redis, and a burst fills it): the send is tried
@@ -46,12 +47,12 @@ async def send_reply(
         try:
             await channel_layer.send(channel, answer)
             _outage.since = None
-            return
+            return True
         except ChannelFull:
             full += 1
             if full >= REPLY_ATTEMPTS:
                 logger.warning("could not answer on %s: the channel stayed full", channel)
-                return
+                return False
         except REDIS_ERRORS as error:  # the layer down: tried again until it is back
             now = time.monotonic()
             if _outage.since is None:
@@ -63,10 +64,10 @@ async def send_reply(
                     patience,
                     error,
                 )
-                return
+                return False
             logger.info("could not answer on %s yet (%r); trying again", channel, error)
         except Exception as error:  # the answer's boundary: logged, never raised
             logger.warning("could not answer on %s: %r", channel, error)
-            return
+            return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, MAX_DELAY)

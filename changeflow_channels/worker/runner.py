@@ -58,8 +58,8 @@ class ChangeflowWorker:
         self.pipeline = PushPipeline(flow, self.reply, self.window)
         self.catchup = Catchup(flow, self.reply)
 
-    async def reply(self, channel: str, answer: dict[str, Any]) -> None:
-        await send_reply(self.channel_layer, channel, answer)
+    async def reply(self, channel: str, answer: dict[str, Any]) -> bool:
+        return await send_reply(self.channel_layer, channel, answer)
 
     def run(self) -> None:
         loop = asyncio.new_event_loop()
