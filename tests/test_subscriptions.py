@@ -618,3 +618,19 @@ def test_late_changes_of_an_epoch_left_bring_no_more_resyncs():
     assert sub.offer(change(5)) == []  # and so are the next ones of the old epoch
     assert sub.take_batch([change(6), change(7)]) is False
     assert frames(sub.offer(change(3, "e2"))) == [3]
+
+
+def test_a_late_announcement_of_an_epoch_left_brings_no_resync():
+    """A ``changeflow.epoch`` of an epoch the subscription has left (the old holder's
+    position announced again after a failover, or a re-announcement queued behind
+    the new epoch's changes) is as stale as that epoch's late changes: it must not
+    move the subscription back, nor bring a resync for it and another after it."""
+    sub = subscription()
+    sub.offer(change(1))
+    assert frames(sub.epoch_started("e2", 0)) == [("resync", "epoch_changed")]
+    assert frames(sub.offer(change(1, "e2"))) == [1]
+    assert sub.epoch_started("e1", 4, again=True) == []
+    assert sub.epoch_started("e1", 4) == []
+    assert (sub.epoch, sub.seq) == ("e2", 1)
+    assert frames(sub.offer(change(2, "e2"))) == [2]
+    assert sub.offer(change(2)) == []  # and a late change of it: no second resync

@@ -250,6 +250,8 @@ class Subscription:
 
     def _epoch_started(self, marker: dict[str, Any], actions: list[Action]) -> None:
         epoch, seq = marker["epoch"], marker["seq"]
+        if epoch in self.left:
+            return  # announced late (an old holder's, or queued behind the new epoch): stale
         if marker.get("again") and self.seq is None:
             return  # a position announced again; nothing delivered yet: it starts where it joins
         if self.seq is not None and epoch == self.epoch:
@@ -269,13 +271,13 @@ class Subscription:
             return
         if not self.snapshot and any(isinstance(action, Resync) for action in actions):
             # Told to reload by this very event: the reload comes after this epoch began.
-            self.epoch, self.seq = epoch, seq
+            self._move(epoch, seq)
             return
         actions.append(Resync("epoch_changed"))
         if self.snapshot:
             self._request(None, actions)
             return
-        self.epoch, self.seq = epoch, seq
+        self._move(epoch, seq)
 
     def _offer(self, message: dict[str, Any], actions: list[Action]) -> None:
         if message["epoch"] in self.left:
