@@ -243,9 +243,17 @@ def test_pages_keep_the_header_and_split_changes_and_documents_in_order():
 
 class CountingFlow(Flow):
     reads = 0
+    # When set: the read returns only once ``hold`` is set (``read_done`` says it has read).
+    hold: asyncio.Event | None = None
+    read_done: asyncio.Event | None = None
 
     async def _read_table(self, database: str, table: str) -> dict[str, Any]:
         self.reads += 1
+        if self.hold is not None and self.read_done is not None:
+            read = await super()._read_table(database, table)
+            self.read_done.set()
+            await self.hold.wait()  # read, and slow to come back: the table changes meanwhile
+            return read
         await asyncio.sleep(0.2)  # a large table takes a while: others ask meanwhile
         return await super()._read_table(database, table)
 
@@ -285,3 +293,40 @@ async def test_a_large_tables_snapshot_is_read_once_for_requests_asking_meanwhil
     catchup.take(request("daphne!later", "later", database=dbname, table="big"))
     await replies.until(21)
     assert flow.reads == 2  # a request after the read: read again
+
+
+async def test_a_read_begun_before_the_position_a_request_is_answered_at_is_not_shared(
+    flow, dbname, r, conn
+):
+    """A snapshot read from RethinkDB may serve only requests answered at the position
+    it began at: one answered at a later position, given a read from before its
+    changes, would claim them in its snapshot and never get them (skipped silently)."""
+
+    async def followed() -> Any:
+        return flow.following.feed(f"{dbname}.big")
+
+    # A table the worker has not found yet is answered empty, without a read.
+    feed = await poll_until(followed, lambda feed: feed and feed.caught_up, 10, str)
+    flow.hold, flow.read_done = asyncio.Event(), asyncio.Event()
+    replies = Replies()
+    catchup = Catchup(flow, replies)
+    catchup.take(request("daphne!a", "a", database=dbname, table="big"))
+    await asyncio.wait_for(flow.read_done.wait(), 10)
+    before = feed.state.seq
+    update = r.db(dbname).table("big").update({"text": "new"})
+    await asyncio.get_running_loop().run_in_executor(None, update.run, conn)
+
+    async def position() -> int:
+        return feed.state.seq
+
+    await poll_until(position, lambda seq: seq >= before + 60, 10, lambda seq: f"at {seq}")
+    since = {"epoch": "gone", "seq": 1}  # not the same request: not joined to the first
+    catchup.take(request("daphne!b", "b", database=dbname, table="big", since=since))
+    await settle()
+    flow.hold.set()
+    await replies.until(2)
+    answers = replies.answers()
+    first, later = answers[("daphne!a", "a")], answers[("daphne!b", "b")]
+    assert first["seq"] == before and later["seq"] == before + 60
+    assert {doc["text"] for doc in later["snapshot"]["documents"]} == {"new"}
+    assert flow.reads == 2

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 # How long a sync request waits for a (re)starting feed to load its documents.
 SYNC_WAIT = 5.0
+# A snapshot read from RethinkDB: its stream, and the position (epoch, seq) it began at.
+ReadKey = tuple[str, str | None, int]
 # At shutdown, feeds are closed once they have been quiet this long (but no later than the limit).
 SETTLE_QUIET = 0.2
 SETTLE_LIMIT = 3.0
@@ -112,8 +114,9 @@ class Flow:
             self.r, self.address, self._table_added, self._table_removed, self.repairs.start
         )
         self._discovery_task: asyncio.Task[None] | None = None
-        # Snapshots of large tables being read for sync answers, by stream (shared).
-        self._snapshot_reads: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # Snapshots of large tables being read for sync answers, by stream and the
+        # position they are read at (shared).
+        self._snapshot_reads: dict[ReadKey, asyncio.Future[dict[str, Any]]] = {}
         self._background: list[asyncio.Task[None]] = []
 
     @property
@@ -252,7 +255,7 @@ class Flow:
         answer = sync_answer(request, feed.state if feed is not None else None)
         if request.snapshot and answer["snapshot"] is None and answer["resync"] != "unavailable":
             if request.since is None or answer["resync"] is not None:
-                answer["snapshot"] = await self._read_snapshot(request)
+                answer["snapshot"] = await self._read_snapshot(request, answer)
         return answer
 
     async def sync_ready(self, request: SyncRequest) -> None:
@@ -264,15 +267,17 @@ class Flow:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(feed.caught_up_event.wait(), SYNC_WAIT)
 
-    async def _read_snapshot(self, request: SyncRequest) -> dict[str, Any]:
+    async def _read_snapshot(self, request: SyncRequest, answer: dict[str, Any]) -> dict[str, Any]:
         """A table too large to keep in memory: read (at most the limit) from RethinkDB,
-        once for all the requests that want it meanwhile (the result is shared: not
-        to be changed)."""
-        reading = self._snapshot_reads.get(request.stream)
+        once for all the requests answered at the same position meanwhile (the result
+        is shared: not to be changed). A read begun at an earlier position may lack
+        changes up to ``answer``'s: the answer would claim them, never to send them."""
+        key = (request.stream, answer["epoch"], answer["seq"])
+        reading = self._snapshot_reads.get(key)
         if reading is None:
             reading = asyncio.ensure_future(self._read_table(request.database, request.table))
-            self._snapshot_reads[request.stream] = reading
-            reading.add_done_callback(_forget_read(self._snapshot_reads, request.stream))
+            self._snapshot_reads[key] = reading
+            reading.add_done_callback(_forget_read(self._snapshot_reads, key))
         return await asyncio.shield(reading)
 
     async def _read_table(self, database: str, table: str) -> dict[str, Any]:
@@ -308,13 +313,13 @@ class Flow:
         return self.following.is_following(stream)
 
 
-def _forget_read(reads: dict[str, asyncio.Future[Any]], stream: str) -> Any:
+def _forget_read(reads: dict[ReadKey, asyncio.Future[Any]], key: ReadKey) -> Any:
     """A done-callback: the read is over (a later request reads again); its error,
     if nobody awaits it any more, is retrieved (logged by those who did)."""
 
     def callback(reading: asyncio.Future[Any]) -> None:
-        if reads.get(stream) is reading:
-            del reads[stream]
+        if reads.get(key) is reading:
+            del reads[key]
         if not reading.cancelled():
             reading.exception()
 
