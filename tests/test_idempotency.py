@@ -342,3 +342,25 @@ def test_the_window_is_the_setting_unless_given(rethinkdb_target, settings):
     connection = Reconnecting(r, parse_rethinkdb_url(rethinkdb_target.url))
     assert PushWriter(connection, TableRegistry(r), 10.0).push_keys.window == 7.5
     assert PushWriter(connection, TableRegistry(r), 10.0, 60.0).push_keys.window == 60.0
+
+
+async def test_a_worker_stopping_cancels_the_expiry_round_still_running(rethinkdb_target):
+    """The expiry of old keys runs in the background: a worker that stops must not
+    leave it pending (a task destroyed by the closed loop, a query on a closed
+    connection)."""
+    writer = make_writer(rethinkdb_target.url)
+    started = asyncio.Event()
+
+    async def slow_expire(now: float) -> int:
+        started.set()
+        await asyncio.sleep(3600)
+        return 0
+
+    writer.push_keys.expire = slow_expire  # type: ignore[method-assign]
+    writer.push_keys.expire_soon()
+    await asyncio.wait_for(started.wait(), 5)
+    expiring = writer.push_keys._expiring
+    assert expiring is not None and not expiring.done()
+    writer.push_keys.close()
+    await asyncio.wait([expiring], timeout=5)
+    assert expiring.cancelled()

@@ -230,6 +230,7 @@ class Flow:
         self.delivery.close()
         await self.ownership.stop()
         await self.hooks.stop(self.settings.handler_timeout)
+        self.writer.push_keys.close()
         await self._write_connection.close()
 
     async def sync(

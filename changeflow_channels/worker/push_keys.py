@@ -180,6 +180,11 @@ class PushKeys:
         self._next_expiry = now + min(EXPIRE_EVERY, self.window)
         self._expiring = asyncio.ensure_future(self._expire_logged())
 
+    def close(self) -> None:
+        """Stop the expiry round still running (shutting down)."""
+        if self._expiring is not None:
+            self._expiring.cancel()
+
     async def _expire_logged(self) -> int:
         try:
             return await self.expire(time.time())
