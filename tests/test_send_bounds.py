@@ -183,3 +183,35 @@ async def test_a_change_that_cannot_be_made_into_a_frame_is_a_resync_not_a_skip(
         await client.disconnect()
     got = [(e["event"], e.get("seq"), e.get("reason")) for e in events(texts)]
     assert got == [("change", 1, None), ("resync", None, "send_failed"), ("change", 3, None)]
+
+
+class FailingSyncConsumer(ChangeflowConsumer):
+    """A consumer with a bug in sending its first sync request (not a channel-layer error)."""
+
+    failures = 1
+
+    async def _send_sync(self, sub: Any, request: Any) -> None:
+        if FailingSyncConsumer.failures:
+            FailingSyncConsumer.failures -= 1
+            raise RuntimeError("a bug while asking for what was missed")
+        await super()._send_sync(sub, request)
+
+
+async def test_a_failure_while_asking_after_a_redis_restart_reaches_the_client_as_resync():
+    """After a Redis restart each subscription asks what it missed; when that fails, the
+    subscription starts afresh and the client must be told (``resync``), not find its
+    subscription restarted in silence."""
+    with override_settings(**SETTINGS):
+        layer = get_channel_layer()
+        client = WebsocketCommunicator(FailingSyncConsumer.as_asgi(), "/ws/changeflow/")
+        assert (await client.connect())[0]
+        await client.send_json_to({"action": "subscribe", "stream": "db.t"})
+        assert (await client.receive_json_from())["event"] == "subscribed"
+        await layer.group_send("db.t", change(1, {"id": 1}))
+        assert (await client.receive_json_from())["seq"] == 1
+        channel = next(iter(layer.groups["db.t"]))
+        await layer.send(channel, {"type": "changeflow.layer_recovered"})
+        texts = await frames_until_quiet(client)
+        await client.disconnect()
+    got = [(e["event"], e.get("reason")) for e in events(texts)]
+    assert got == [("resync", "send_failed")]

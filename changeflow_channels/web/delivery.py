@@ -192,8 +192,13 @@ class DeliveryMixin:
                 await self.channel_layer.group_add(stream, self.channel_name)
             except LAYER_ERRORS as error:
                 logger.warning("could not rejoin %s: %r", stream, error)
-        for sub in list(self.subscriptions.values()):
-            await self.perform(sub, sub.layer_recovered(), [])
+        frames: Frames = []  # e.g. a resync, when asking fails (``perform``)
+        try:
+            for sub in list(self.subscriptions.values()):
+                await self.perform(sub, sub.layer_recovered(), frames)
+        finally:
+            for text, read_at in frames:
+                await self.send_frame(text, read_at)
 
     async def changeflow_epoch(self, message: dict[str, Any]) -> None:
         """A table's feed began a new epoch (``changeflow.epoch``): its subscribers
