@@ -24,7 +24,7 @@ from .pushes import (
 from .pushes import UNAVAILABLE as PUSH_UNAVAILABLE
 from .redis_layer import LAYER_ERRORS, ResilientChannelMixin, group_discard_retrying
 from .sync import SyncError, parse_since
-from .web.delivery import DeliveryMixin
+from .web.delivery import DeliveryMixin, Frames
 from .web.filters import FilterError, parse_filter
 from .web.limits import AckError, SendWindow, TokenBucket
 from .web.local_events import LocalEvents
@@ -299,7 +299,10 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         self.subscriptions[key] = sub
         metrics.SUBSCRIPTIONS.inc()
         await self.send_frame(sub.tag({"event": "subscribed", "stream": stream, "id": request_id}))
-        await self.perform(sub, sub.start(since), [])  # a sync request, if any
+        frames: Frames = []  # a resync, when asking fails (``perform``)
+        await self.perform(sub, sub.start(since), frames)  # a sync request, if any
+        for text, read_at in frames:
+            await self.send_frame(text, read_at)
 
     async def _unsubscribe(self, frame: dict[str, Any]) -> None:
         stream, request_id = frame["stream"], frame.get("id")

@@ -201,6 +201,7 @@ async def test_a_failure_while_asking_after_a_redis_restart_reaches_the_client_a
     """After a Redis restart each subscription asks what it missed; when that fails, the
     subscription starts afresh and the client must be told (``resync``), not find its
     subscription restarted in silence."""
+    FailingSyncConsumer.failures = 1
     with override_settings(**SETTINGS):
         layer = get_channel_layer()
         client = WebsocketCommunicator(FailingSyncConsumer.as_asgi(), "/ws/changeflow/")
@@ -215,3 +216,18 @@ async def test_a_failure_while_asking_after_a_redis_restart_reaches_the_client_a
         await client.disconnect()
     got = [(e["event"], e.get("reason")) for e in events(texts)]
     assert got == [("resync", "send_failed")]
+
+
+async def test_a_failure_while_asking_what_a_resuming_client_missed_reaches_it_as_resync():
+    """A client resuming (``since``) whose sync request fails must be told (``resync``):
+    its subscription starts afresh, without the position it resumed from."""
+    FailingSyncConsumer.failures = 1
+    with override_settings(**SETTINGS):
+        client = WebsocketCommunicator(FailingSyncConsumer.as_asgi(), "/ws/changeflow/")
+        assert (await client.connect())[0]
+        since = {"epoch": "e", "seq": 4}
+        await client.send_json_to({"action": "subscribe", "stream": "db.t", "since": since})
+        texts = await frames_until_quiet(client)
+        await client.disconnect()
+    got = [(e["event"], e.get("reason")) for e in events(texts)]
+    assert got == [("subscribed", None), ("resync", "send_failed")]
