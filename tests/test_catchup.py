@@ -330,3 +330,25 @@ async def test_a_read_begun_before_the_position_a_request_is_answered_at_is_not_
     assert first["seq"] == before and later["seq"] == before + 60
     assert {doc["text"] for doc in later["snapshot"]["documents"]} == {"new"}
     assert flow.reads == 2
+
+
+async def test_an_answer_whose_page_could_not_be_sent_sends_no_more_of_its_pages():
+    """A reply channel that stayed full (``reply`` gave up: about 5 s) makes the rest
+    of that answer useless (the consumer asks again): its other pages must not hold
+    up the answers still to send, each as long again."""
+
+    class FullFor(Replies):
+        async def __call__(self, channel: str, message: dict[str, Any]) -> bool:
+            await super().__call__(channel, message)
+            return channel != "daphne!full"
+
+    flow, replies = StandInFlow(documents=200), FullFor()
+    flow.release.set()
+    catchup = Catchup(flow, replies)  # type: ignore[arg-type]
+    catchup.take(request("daphne!full", 1))
+    catchup.take(request("daphne!2", 2))
+    await replies.until(1)
+    await settle()
+    tried = [page["part"] for channel, page in replies.sent if channel == "daphne!full"]
+    assert tried == [0]
+    assert list(replies.answers()) == [("daphne!2", 2)]

@@ -128,6 +128,10 @@ class Catchup:
             logger.exception("sync request for %s failed", request.stream)
 
     async def _send(self, answer: dict[str, Any], request: SyncRequest) -> None:
-        """``answer`` to ``request``'s reply channel, with its ``id``, in pages."""
+        """``answer`` to ``request``'s reply channel, with its ``id``, in pages. A page
+        that could not be sent (``reply`` says False: the channel stayed full, or the
+        layer stayed down) ends it: the answer is incomplete anyway, and the consumer
+        asks again; the rest would only hold up the other answers."""
         for page in answer_pages({**answer, "id": request.id}, self.page_bytes):
-            await self.reply(request.reply_channel, page)
+            if await self.reply(request.reply_channel, page) is False:
+                return
