@@ -58,6 +58,7 @@ E046  CHANGEFLOW_IDEMPOTENCY_WINDOW is not a positive number of seconds
 E050  CHANGEFLOW_MAX_SENT_FRAME_BYTES is not a positive integer
 E051  CHANGEFLOW_SEND_WINDOW is not a positive integer
 E052  CHANGEFLOW_SEND_WINDOW_BYTES is not a positive integer
+E053  CHANGEFLOW_FEED_QUEUE_SIZE is not a positive integer
 W001  a Redis channel layer without ``socket_timeout``
 W002  CHANGEFLOW_PERMISSIONS allows everything while DEBUG is off
 W003  channels_redis's pub/sub layer (one worker only)

@@ -44,6 +44,9 @@ class ChangeflowSettings:
     # What the worker keeps per table.
     history: int = 1000
     snapshot_limit: int = 1000
+    # Changes RethinkDB holds for a feed the worker has not read yet; past it the
+    # server drops changes and the feed restarts in a new epoch (RethinkDB's default).
+    feed_queue_size: int = 100_000
     # Keys, indexes and autoclean.
     tables: dict[str, Any] = field(default_factory=dict)
     clean_every: float = 60.0

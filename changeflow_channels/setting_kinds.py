@@ -63,6 +63,11 @@ PLAIN: dict[str, tuple[str, str, str]] = {
     "push_timeout": ("E030", "seconds", "the seconds a push is retried while RethinkDB is away"),
     "history": ("E031", "count0", "the changes kept per table to fill gaps (0: none)"),
     "snapshot_limit": ("E032", "count", "the largest table kept in memory for exact snapshots"),
+    "feed_queue_size": (
+        "E053",
+        "count",
+        "the changes RethinkDB queues for a feed not read yet (changefeed_queue_size)",
+    ),
     "recheck_every": ("E034", "seconds", "the seconds between permission re-checks"),
     "max_frame_bytes": ("E036", "count", "the largest frame a client may send, in bytes"),
     "max_subscriptions": ("E037", "count", "the most subscriptions per connection"),

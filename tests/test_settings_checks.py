@@ -64,6 +64,7 @@ GOOD = [
     ("PUSH_TIMEOUT", 30),
     ("HISTORY", 0),
     ("SNAPSHOT_LIMIT", 1),
+    ("FEED_QUEUE_SIZE", 200),
     ("RULES", {}),
     ("RECHECK_EVERY", 5),
     ("TOKEN_MAX_AGE", 3600),
@@ -138,6 +139,7 @@ BAD = [
     ("HISTORY", 10.0, "E031", "an integer of at least 0, not 10.0"),
     ("HISTORY", "1000", "E031", "an integer of at least 0"),
     *[("SNAPSHOT_LIMIT", v, "E032", "a positive integer") for v in POSITIVE_INTEGERS],
+    *[("FEED_QUEUE_SIZE", v, "E053", "a positive integer") for v in POSITIVE_INTEGERS],
     ("RULES", [], "E033", "must be a dict of pattern: rule, not []"),
     ("RULES", "shop.*", "E033", "must be a dict of pattern: rule"),
     ("RULES", {"shop": {"subscribe": "anyone"}}, "E033", "pattern 'shop' must be"),
@@ -349,7 +351,7 @@ def test_conf_reads_every_setting_with_its_default():
     defaults()["CHANGEFLOW_WATCH"].append("x")
     assert defaults()["CHANGEFLOW_WATCH"] == ["*"]
     assert setting_name("send_queue") == "CHANGEFLOW_SEND_QUEUE"
-    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 34
+    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 35
 
 
 def test_nothing_but_conf_reads_a_changeflow_setting():

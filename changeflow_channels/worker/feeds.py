@@ -58,6 +58,7 @@ class TableFeed(Follower):
         primary_key: str = "id",
         history: int = 1000,
         snapshot_limit: int = 1000,
+        feed_queue_size: int = 100_000,
     ) -> None:
         super().__init__(r, address, f"{database}.{table}")
         self.database = database
@@ -65,6 +66,7 @@ class TableFeed(Follower):
         self.sink = sink
         self.announce_initial = announce_initial
         self.state = TableState(primary_key, history, snapshot_limit)
+        self.feed_queue_size = feed_queue_size
         self.ready = asyncio.Event()
         self.last_read = 0.0  # loop time of the last item read, for a quiet shutdown
         # This epoch's feed said "ready": its initial values are delivered or loaded.
@@ -114,6 +116,7 @@ class TableFeed(Follower):
             include_initial=mirrored or self.announce_initial,
             include_states=True,
             include_types=True,
+            changefeed_queue_size=self.feed_queue_size,
         ).run(conn, **RAW_FORMATS, json_decoder=RawDecoder)
         self.state.reset(uuid.uuid4().hex, mirrored=mirrored)
         self.caught_up_event.clear()

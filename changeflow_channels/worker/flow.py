@@ -94,6 +94,7 @@ class Flow:
             self.delivery,
             history=settings.history,
             snapshot_limit=settings.snapshot_limit,
+            feed_queue_size=settings.feed_queue_size,
             fenced=fence.enforced,
         )
         self.ownership: Ownership = ownership_for(

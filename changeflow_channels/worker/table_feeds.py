@@ -41,6 +41,7 @@ class TableFeeds:
         *,
         history: int,
         snapshot_limit: int,
+        feed_queue_size: int = 100_000,
         fenced: bool,
     ) -> None:
         self.r = r
@@ -48,6 +49,7 @@ class TableFeeds:
         self.delivery = delivery
         self.history = history
         self.snapshot_limit = snapshot_limit
+        self.feed_queue_size = feed_queue_size
         self.fenced = fenced
         self.watched: dict[str, tuple[str, str, str]] = {}
         self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
@@ -83,6 +85,7 @@ class TableFeeds:
             primary_key=primary_key,
             history=self.history,
             snapshot_limit=self.snapshot_limit,
+            feed_queue_size=self.feed_queue_size,
         )
         task = asyncio.ensure_future(feed.run())
         task.add_done_callback(lambda done: self._feed_done(stream, done))

@@ -52,6 +52,10 @@ def own_rethinkdb() -> Iterator[FaultyRethinkDB]:
             yield server
 
 
+# CHANGEFLOW_FEED_QUEUE_SIZE of the matrix's workers (the feed overflow scenario fills it).
+FEED_QUEUE_SIZE = 2000
+
+
 class FaultStack:
     """Redis, RethinkDB, workers and Daphnes of the matrix's own (see the module doc)."""
 
@@ -68,6 +72,9 @@ class FaultStack:
             "CHANGEFLOW_TEST_WATCH": f"{self.database}.*",
             "CHANGEFLOW_TEST_HANDLERS": "",
             "CHANGEFLOW_TEST_DEBUG_LOGS": "1",
+            # Small enough for the overflow scenario to fill on a real server in CI time
+            # (RethinkDB's default is 100,000), far above what the other faults queue.
+            "CHANGEFLOW_TEST_FEED_QUEUE_SIZE": str(FEED_QUEUE_SIZE),
         }
         self.workers: list[ManagedProcess] = []
         self.daphnes: dict[int, ManagedProcess] = {}  # port -> process

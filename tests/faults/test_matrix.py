@@ -10,12 +10,10 @@ import signal
 
 import pytest
 
-from changeflow_channels.testing import reql_feeds
 from changeflow_channels.testing.processes import wait_stopped
 
-from ..conftest import RETHINKDB_BIN
 from .scenario import Scenario
-from .stack import FaultStack
+from .stack import FEED_QUEUE_SIZE, FaultStack
 
 pytestmark = pytest.mark.slow
 LOADS = ["quiet", "busy"]
@@ -115,20 +113,16 @@ async def test_worker_sigkill(scenario, fault_stack: FaultStack, load: str, work
     s.assert_ok()
 
 
-# The test server's changefeed queue for the overflow scenario (RethinkDB's default is
-# 100,000 changes: filling it takes minutes on a real server, too long for CI).
-OVERFLOW_QUEUE = 200
+# More changes than the workers' feed queue (CHANGEFLOW_FEED_QUEUE_SIZE) holds, made by
+# updating a few documents again and again (the table stays within the snapshot limit).
+OVERFLOW_DOCS = 100
+OVERFLOW_ROUNDS = FEED_QUEUE_SIZE // OVERFLOW_DOCS + 1
 
 
-@pytest.mark.skipif(
-    bool(RETHINKDB_BIN),
-    reason="a real server's feed overflows past 100,000 queued changes: minutes, not CI time",
-)
 @pytest.mark.parametrize("load", LOADS)
-async def test_feed_overflow(scenario, fault_stack: FaultStack, load: str, monkeypatch):
-    """The worker holding the table is frozen while more changes than the feed's queue
-    are written; RethinkDB drops some and says so; the worker starts a new epoch."""
-    monkeypatch.setattr(reql_feeds, "DEFAULT_QUEUE_SIZE", OVERFLOW_QUEUE)
+async def test_feed_overflow(scenario, fault_stack: FaultStack, load: str):
+    """The worker holding the table is frozen while more changes than its feed's queue
+    holds are written; RethinkDB drops some and says so; the worker starts a new epoch."""
     s: Scenario = scenario("feed-overflow", load)
     frozen: list = []
 
@@ -139,13 +133,19 @@ async def test_feed_overflow(scenario, fault_stack: FaultStack, load: str, monke
         await asyncio.to_thread(wait_stopped, holder.process.pid)
         try:
             db, table, w = s.database, s.table, s.writer.n + 0.5
-            docs = [{"id": f"o{i}", "w": w, "g": i % 3} for i in range(OVERFLOW_QUEUE + 100)]
+            ids = [f"o{i}" for i in range(OVERFLOW_DOCS)]
+            docs = [{"id": key, "w": w, "g": i % 3} for i, key in enumerate(ids)]
             await s.tables._run(lambda r: r.db(db).table(table).insert(docs), 20)
+            for round_ in range(1, OVERFLOW_ROUNDS + 1):
+                await s.tables._run(
+                    lambda r, n=round_: r.db(db).table(table).get_all(*ids).update({"n": n}), 20
+                )
         finally:
             holder.signal(signal.SIGCONT)
 
     await s.run(
-        f"feed overflow: {OVERFLOW_QUEUE + 100} writes while the worker is frozen", overflow
+        f"feed overflow: {OVERFLOW_DOCS * (OVERFLOW_ROUNDS + 1)} changes while the worker is frozen",
+        overflow,
     )
     s.assert_ok()
     restarted = re.escape(s.stream) + r": .*restarting the feed"
