@@ -340,15 +340,39 @@ async def test_an_answer_whose_page_could_not_be_sent_sends_no_more_of_its_pages
     class FullFor(Replies):
         async def __call__(self, channel: str, message: dict[str, Any]) -> bool:
             await super().__call__(channel, message)
-            return channel != "daphne!full"
+            return channel != "stuck!full"
 
     flow, replies = StandInFlow(documents=200), FullFor()
     flow.release.set()
     catchup = Catchup(flow, replies)  # type: ignore[arg-type]
-    catchup.take(request("daphne!full", 1))
+    catchup.take(request("stuck!full", 1))
     catchup.take(request("daphne!2", 2))
     await replies.until(1)
     await settle()
-    tried = [page["part"] for channel, page in replies.sent if channel == "daphne!full"]
+    tried = [page["part"] for channel, page in replies.sent if channel == "stuck!full"]
     assert tried == [0]
     assert list(replies.answers()) == [("daphne!2", 2)]
+
+
+async def test_joined_requests_on_a_process_whose_channel_stayed_full_are_not_tried_each():
+    """channels_redis keeps one Redis list per Daphne process: once an answer could not
+    be sent to one of its channels (about 5 s), the joined requests of that process
+    are not tried one by one (minutes for a storm of them); other processes' are."""
+
+    class FullProcess(Replies):
+        async def __call__(self, channel: str, message: dict[str, Any]) -> bool:
+            await super().__call__(channel, message)
+            return not channel.startswith("full!")
+
+    flow, replies = StandInFlow(), FullProcess()
+    catchup = Catchup(flow, replies)  # type: ignore[arg-type]
+    for n in range(20):
+        catchup.take(request(f"full!{n}", f"f{n}"))
+        catchup.take(request(f"ok!{n}", f"o{n}"))
+    await settle()
+    flow.release.set()
+    await replies.until(20)
+    await settle()
+    assert len([channel for channel, _ in replies.sent if channel.startswith("full!")]) == 1
+    answered = {target for target in replies.answers() if target[0].startswith("ok!")}
+    assert answered == {(f"ok!{n}", f"o{n}") for n in range(20)}

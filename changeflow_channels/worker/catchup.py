@@ -112,9 +112,13 @@ class Catchup:
                     for other, message in waiting.joined:
                         self._start(self._forward(other, message))
                     return
-                await self._send(answer, request)
-                for other, _ in waiting.joined:
-                    await self._send(answer, other)
+                # Joined requests of a Daphne process whose channel stayed full (one
+                # channel per process in channels_redis) would each wait as long again.
+                stuck: set[str] = set()
+                for target in [request, *(other for other, _ in waiting.joined)]:
+                    process = _process_of(target.reply_channel)
+                    if process not in stuck and not await self._send(answer, target):
+                        stuck.add(process)
         except Exception:  # the task's boundary: the consumer's timeout turns this into a resync
             logger.exception("sync request for %s failed", request.stream)
 
@@ -127,11 +131,19 @@ class Catchup:
         except Exception:  # the task's boundary, as in _answer
             logger.exception("sync request for %s failed", request.stream)
 
-    async def _send(self, answer: dict[str, Any], request: SyncRequest) -> None:
+    async def _send(self, answer: dict[str, Any], request: SyncRequest) -> bool:
         """``answer`` to ``request``'s reply channel, with its ``id``, in pages. A page
         that could not be sent (``reply`` says False: the channel stayed full, or the
         layer stayed down) ends it: the answer is incomplete anyway, and the consumer
         asks again; the rest would only hold up the other answers."""
         for page in answer_pages({**answer, "id": request.id}, self.page_bytes):
             if await self.reply(request.reply_channel, page) is False:
-                return
+                return False
+        return True
+
+
+def _process_of(channel: str) -> str:
+    """The process part of a reply channel (``specific.abc!`` of ``specific.abc!xyz``):
+    channels_redis keeps one Redis list per process, full or not for all its channels."""
+    head, bang, _ = channel.partition("!")
+    return head + bang if bang else channel
