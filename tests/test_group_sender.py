@@ -195,3 +195,21 @@ async def test_changes_a_full_channel_dropped_are_announced_again_once_it_has_ro
         assert await nothing_waiting(layer, channel)  # every channel had room: no more
     finally:
         delivery.close()
+
+
+async def test_a_table_gone_is_not_announced_again(layer: RedisChannelLayer) -> None:
+    layer.capacity = 1
+    channel = await layer.new_channel()
+    await layer.group_add("d.t", channel)
+    delivery = Delivery(layer, HookRunner([], 1.0), verbose=False)
+    try:
+        for seq in (1, 2):  # the second finds the channel full: an announcement is due
+            await delivery(change(seq))
+            await delivery.drain()
+        delivery.forget("d.t")  # the table was dropped
+        assert (await receive(layer, channel))["seq"] == 1
+        assert await nothing_waiting(layer, channel)
+        await asyncio.sleep(publish.REANNOUNCE_DELAY * 2)  # when it would have come
+        assert await nothing_waiting(layer, channel)
+    finally:
+        delivery.close()

@@ -310,6 +310,7 @@ class Flow:
         self.ownership.remove(stream)
         metrics.forget_stream(stream)
         self.following.drop_feed(stream, "table dropped")
+        self.delivery.forget(stream)
 
     def is_following(self, stream: str) -> bool:
         return self.following.is_following(stream)

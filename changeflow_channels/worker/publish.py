@@ -126,6 +126,14 @@ class Delivery:
         while self._senders:
             await asyncio.wait(list(self._senders.values()))
 
+    def forget(self, stream: str) -> None:
+        """``stream``'s table is gone: its position is not announced again."""
+        task = self._reannouncing.pop(stream, None)
+        if task is not None:
+            task.cancel()
+        self._last.pop(stream, None)
+        self._reannounced.pop(stream, None)
+
     def close(self) -> None:
         """Stop the position re-announcements still due (shutting down)."""
         for task in self._reannouncing.values():
@@ -222,7 +230,10 @@ class Delivery:
             last["database"], last["table"], last["epoch"], last["seq"], since_creation=False
         )
         again["again"] = True
-        await self(again)
+        try:
+            await self(again)
+        except Exception:  # the task's boundary: logged, the next full channel tries again
+            logger.exception("%s: position not announced again", stream)
 
     async def _send_batch(
         self, stream: str, batch: list[dict[str, Any]]
