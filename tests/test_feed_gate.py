@@ -121,3 +121,22 @@ async def test_no_ready_feed_in_time_means_no_write(gate_parts, aconn, dbname, m
     started = time.monotonic()
     assert not await gate.open(aconn, dbname, "slow", soon(0.3))
     assert 0.25 <= time.monotonic() - started < 2
+
+
+async def test_a_known_table_dropped_meanwhile_is_created_again(
+    gate_parts, ar, aconn, dbname, monkeypatch
+):
+    """The table was followed, then dropped: its feed ended before discovery forgot it.
+    The push creates it again (a feed opens on it), instead of waiting for a feed that
+    cannot open on a table that is not there, and being answered unavailable."""
+    monkeypatch.setattr(feed_gate, "RECHECK", 0.05)
+    gate, following, _, tables = gate_parts
+    stream = f"{dbname}.gone"
+    following.watched[stream] = ()  # still known; no feed any more (it ended)
+    opened = asyncio.ensure_future(gate.open(aconn, dbname, "gone", soon()))
+    deadline = time.monotonic() + 5
+    while tables.created != [(dbname, "gone")]:
+        assert time.monotonic() < deadline, "the dropped table was not created again"
+        await asyncio.sleep(0.02)
+    following.feeds[stream] = Feed(caught_up=True)  # discovered again, its feed ready
+    assert await asyncio.wait_for(opened, 2)

@@ -42,6 +42,9 @@ REMOTE_POLL = 0.1
 # publishes is up to a lease tick old anyway; a feed restarted meanwhile announces its new
 # epoch to the subscribers).
 REMOTE_FRESH = 1.0
+# A waiting push with no feed on its table here asks this often whether the table is
+# still there (created again when not).
+RECHECK = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +87,18 @@ class FeedGate:
         seen = self._remote_ready.get(stream) if known else self._remote_ready.pop(stream, None)
         if known and seen is not None and time.monotonic() - seen < REMOTE_FRESH:
             return True
+        checked = time.monotonic()
         if not known and not await table_exists(self.r, conn, database, table):
             await self.tables.ensure(conn, database, table)
         while True:
             if self._ready_here(database, table):
                 return True
+            if self.following.feed(stream) is None and time.monotonic() - checked > RECHECK:
+                # No feed here: the table may have been dropped since it was known (its
+                # feed ended), and no feed opens on a table that is not there.
+                checked = time.monotonic()
+                if not await table_exists(self.r, conn, database, table):
+                    await self.tables.ensure(conn, database, table)
             remote = not self.ownership.holds(stream)
             if remote and await self.ownership.announced_elsewhere(stream):
                 if seen is None:
