@@ -272,6 +272,12 @@ async def flow(rethinkdb_target, dbname, conn, r) -> AsyncIterator[CountingFlow]
         instance = CountingFlow(get_settings(), get_channel_layer(), [])
         await instance.start()
         assert await instance.wait_ready(timeout=20)
+
+        async def following() -> bool:  # a real server may report the new table later
+            feed = instance.following.feed(f"{dbname}.big")
+            return feed is not None and feed.caught_up
+
+        await poll_until(following, bool, 20, lambda _: f"{dbname}.big not followed")
         yield instance
         await instance.stop()
 
