@@ -11,7 +11,7 @@ APT_INSTALL = $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO
 RETHINKDB ?= $(wildcard ../shared/rethinkdb/rethinkdb)
 RETHINKDB_BIN = $(abspath $(RETHINKDB))
 
-.PHONY: test test-fast test-faults test-channels-redis-oldest test-rethinkdb lint bench bench-rethinkdb demo venv redis-server chromium rethinkdb-bin
+.PHONY: test test-fast test-faults test-channels-redis-oldest test-django-oldest test-rethinkdb test-reql-suite lint bench bench-rethinkdb demo venv redis-server chromium rethinkdb-bin
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,7 @@ test: $(VENV)/.installed-test redis-server chromium
 	$(PY) -m mypy
 	$(PY) -m pytest -p no:cacheprovider
 	$(MAKE) --no-print-directory test-channels-redis-oldest
+	$(MAKE) --no-print-directory test-django-oldest
 
 # The tests that rely on channels_redis's internals (redis_layer.py, group_sender.py),
 # again on the oldest release setup.cfg allows (the newest is the one installed).
@@ -50,6 +51,19 @@ $(OLDEST_DIR): | $(PY)
 test-channels-redis-oldest: $(VENV)/.installed-test redis-server $(OLDEST_DIR)
 	PYTHONPATH=$(abspath $(OLDEST_DIR)) CHANGEFLOW_TEST_CHANNELS_REDIS=$(CHANNELS_REDIS_OLDEST) \
 		$(PY) -m pytest -p no:cacheprovider -q $(CHANNELS_REDIS_TESTS)
+
+# The Django matrix: the installed Django is the newest 5.2; the oldest LTS setup.cfg allows
+# runs the unit tests again (the consumer in-process, checks, settings, the worker's parts).
+# Django 6 needs Python 3.12: on this machine's Python it does not install.
+DJANGO_OLDEST := 4.2
+DJANGO_OLDEST_DIR := .cache/django-$(DJANGO_OLDEST)
+
+$(DJANGO_OLDEST_DIR): | $(PY)
+	$(PY) -m pip install -q --no-deps --target $@ 'Django>=$(DJANGO_OLDEST),<$(DJANGO_OLDEST).999'
+
+test-django-oldest: $(VENV)/.installed-test $(DJANGO_OLDEST_DIR)
+	PYTHONPATH=$(abspath $(DJANGO_OLDEST_DIR)) CHANGEFLOW_TEST_DJANGO=$(DJANGO_OLDEST) \
+		$(PY) -m pytest -p no:cacheprovider -q -m "not slow" tests/test_*.py
 
 test-fast: $(VENV)/.installed-test redis-server
 	$(PY) -m pytest -p no:cacheprovider -m "not slow"
@@ -69,6 +83,14 @@ rethinkdb-bin:
 # The whole suite against a real RethinkDB the tests start themselves (fault tests included).
 test-rethinkdb: $(VENV)/.installed-test redis-server chromium rethinkdb-bin
 	CHANGEFLOW_TEST_RETHINKDB_BIN=$(RETHINKDB_BIN) $(PY) -m pytest -p no:cacheprovider
+
+# RethinkDB's own polyglot ReQL tests against the ReQL test server (issue 19): the
+# suite at ../shared/reql-polyglot when it is there (REQL_POLYGLOT=/path/to/run
+# overrides); ARGS go to its `run` (files, --out DIR). Not part of `make test`.
+REQL_POLYGLOT ?= $(wildcard ../shared/reql-polyglot/run)
+test-reql-suite: $(VENV)/.installed-test
+	@[ -n "$(REQL_POLYGLOT)" ] || { echo "no polyglot suite here: give REQL_POLYGLOT=/path/to/reql-polyglot/run" >&2; exit 2; }
+	$(REQL_POLYGLOT) --fake --python $(PY) $(ARGS)
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

@@ -8,6 +8,7 @@ import importlib
 import json
 import sys
 import time
+import traceback
 from types import ModuleType
 
 from . import report, stack
@@ -22,8 +23,20 @@ SCENARIOS = (
     "e2e",
     "fanout",
     "pushes",
+    "push_ws",
+    "latency_1k",
+    "clients_10k",
     "memory",
+    "many_tables",
+    "decode",
 )
+
+
+def derived(figures: dict[str, float]) -> dict[str, float]:
+    """Ratios of figures of one run: pushes from browsers to the insert ceiling."""
+    if "push_ws_per_s" in figures and "ceiling_insert_per_s" in figures:
+        return {"push_ws_ratio": figures["push_ws_per_s"] / figures["ceiling_insert_per_s"]}
+    return {}
 
 
 def load(name: str) -> ModuleType:
@@ -61,24 +74,37 @@ def main(argv: list[str] | None = None) -> int:
 
     figures: dict[str, float] = {}
     rows: list[tuple[str, str, float]] = []
+    failed: list[str] = []
     try:
         for name in args.scenarios or SCENARIOS:
             scenario = load(name)
             sys.stderr.write(f"# {scenario.NAME}: {scenario.DESCRIPTION}\n")
             started = time.monotonic()
-            result = asyncio.run(scenario.run(quick=args.quick))
+            try:
+                result = asyncio.run(scenario.run(quick=args.quick))
+            except Exception:  # the other scenarios still run; the run fails at the end
+                sys.stderr.write(f"#   {scenario.NAME} FAILED:\n{traceback.format_exc()}")
+                failed.append(scenario.NAME)
+                continue
             sys.stderr.write(f"#   done in {time.monotonic() - started:.1f} s\n")
             figures.update(result)
             rows.extend((scenario.NAME, key, value) for key, value in result.items())
     finally:
         stack.shutdown()
+    extra = derived(figures)
+    figures.update(extra)
+    rows.extend(("derived", key, value) for key, value in extra.items())
 
-    sys.stdout.write(format_table(rows) + "\n")
+    if rows:
+        sys.stdout.write(format_table(rows) + "\n")
     path = args.json or (None if args.quick else str(stack.RESULTS / "latest.json"))
     if path:
         with open(path, "w", encoding="utf-8") as out:
             json.dump(figures, out, indent=2, sort_keys=True)
             out.write("\n")
+    if failed:
+        sys.stderr.write(f"# failed: {', '.join(failed)}\n")
+        return 1
     if not args.quick and not args.scenarios:
         report.write(figures)  # plots and docs/benchmarks.md: full runs of every scenario
     return 0

@@ -11,6 +11,9 @@ Driven by JSON lines on stdin, answering with one JSON line each on stdout:
   (see ``Recorder.summary``).
 - ``{"cmd": "bare", "url", "n", "count"}``: ``n`` clients each ask the bare consumer
   for ``count`` frames; answers frames per second over all of them.
+- ``{"cmd": "push", "url", "n", "stream", "count", "window"}``: ``n`` new connections
+  each push ``count`` documents ``{"n", "t"}`` into ``stream``, ``window`` unanswered at
+  most; answers pushes per second (first sent to last answered) and the errors by code.
 - ``{"cmd": "close"}``: closes the clients.
 """
 
@@ -27,6 +30,9 @@ import websockets
 
 CONNECT_AT_ONCE = 25  # handshakes in flight (Daphne's listen backlog is small)
 MAX_LATENCIES = 200_000
+HANDSHAKE_ATTEMPTS = 5
+ACK_EVERY = 32  # frames, and seconds after the last frame: changeflow.js's acknowledgements
+ACK_AFTER = 0.05
 
 
 class Recorder:
@@ -107,33 +113,88 @@ class Clients:
         self.readers: list[asyncio.Task[None]] = []
         self.recorder: Recorder | None = None
 
-    async def connect(self, url: str, n: int, stream: str) -> dict[str, Any]:
+    async def connect(
+        self, url: str, n: int, stream: str, at_once: int = CONNECT_AT_ONCE
+    ) -> dict[str, Any]:
         origin = url.replace("ws://", "http://").split("/ws/")[0]
-        gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+        gate = asyncio.Semaphore(at_once)
         started = time.monotonic()
+        retries = 0
+        errors: dict[str, int] = {}
 
         async def one() -> Any:
+            nonlocal retries
             async with gate:
-                ws = await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
+                for attempt in range(HANDSHAKE_ATTEMPTS):
+                    if attempt:
+                        retries += 1
+                        await asyncio.sleep(0.5)
+                    try:
+                        return await subscribed()
+                    except (websockets.WebSocketException, OSError, asyncio.TimeoutError) as error:
+                        # Daphne answers 403 to a handshake its application did not
+                        # accept within 5 s (a loaded machine): a browser tries again.
+                        kind = type(error).__name__
+                        errors[kind] = errors.get(kind, 0) + 1
+                return None  # not opened: counted in "failed"
+
+        async def subscribed() -> Any:
+            ws = await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
+            try:
                 await ws.send(json.dumps({"action": "subscribe", "stream": stream, "id": 1}))
                 read = 0
                 async for frame in ws:  # until the subscription is confirmed
                     read += 1
                     if json.loads(frame).get("event") == "subscribed":
-                        break
-                return ws, read
+                        return ws, read
+                raise websockets.ConnectionClosed(None, None)
+            except BaseException:
+                await ws.close()
+                raise
 
-        opened = await asyncio.gather(*(one() for _ in range(n)))
+        results = await asyncio.gather(*(one() for _ in range(n)))
+        opened = [result for result in results if result is not None]
         self.sockets.extend(ws for ws, _ in opened)
         self.readers.extend(asyncio.ensure_future(self._read(ws, read)) for ws, read in opened)
-        return {"clients": len(self.sockets), "connect_s": time.monotonic() - started}
+        return {
+            "clients": len(self.sockets),
+            "connect_s": time.monotonic() - started,
+            "retries": retries,
+            "failed": n - len(opened),
+            "errors": errors,
+        }
 
     async def _read(self, ws: Any, read: int) -> None:
+        """Frames received, acknowledged as ``changeflow.js`` does (docs/protocol.md,
+        "Flow control"): at least every ``ACK_EVERY`` frames, and ``ACK_AFTER``
+        seconds after the last one."""
         position: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+        acked = read
+        timer: asyncio.TimerHandle | None = None
+        sends: set[asyncio.Future[None]] = set()
+
+        def ack() -> None:
+            nonlocal acked, timer
+            timer = None
+            if read > acked:
+                acked = read
+                sending = asyncio.ensure_future(
+                    ws.send(json.dumps({"action": "ack", "frames": read}))
+                )
+                sends.add(sending)
+                sending.add_done_callback(sends.discard)
+
+        await ws.send(json.dumps({"action": "ack", "frames": read}))
         async for text in ws:
             received = time.time()
-            read += 1  # acknowledged, as every client must (docs/protocol.md, "Flow control")
-            await ws.send(json.dumps({"action": "ack", "frames": read}))
+            read += 1
+            if read - acked >= ACK_EVERY:
+                if timer is not None:
+                    timer.cancel()
+                ack()
+            elif timer is None:
+                timer = loop.call_later(ACK_AFTER, ack)
             if self.recorder is not None:
                 self.recorder.message(received, text, position)
 
@@ -188,6 +249,64 @@ async def bare(url: str, n: int, count: int) -> dict[str, Any]:
     return {"frames": frames, "seconds": last - started, "frames_per_s": frames / (last - started)}
 
 
+async def push(url: str, n: int, stream: str, count: int, window: int) -> dict[str, Any]:
+    """Pushes per second from ``n`` browser connections, ``count`` each, at most
+    ``window`` of each unanswered (every push answered: ``pushed`` or ``error``)."""
+    origin = url.replace("ws://", "http://").split("/ws/")[0]
+    gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+
+    async def open_one() -> Any:
+        async with gate:
+            return await websockets.connect(url, origin=origin, open_timeout=60, max_queue=None)
+
+    sockets = await asyncio.gather(*(open_one() for _ in range(n)))
+    errors: dict[str, int] = {}
+    pushed = 0
+    last = 0.0
+
+    async def one(ws: Any) -> None:
+        nonlocal pushed, last
+        free = asyncio.Semaphore(window)
+        answered = 0
+        read = 0
+
+        async def answers() -> None:
+            nonlocal pushed, last, answered, read
+            async for text in ws:
+                read += 1
+                if read % 64 == 0:  # within the send window (docs/protocol.md, "Flow control")
+                    await ws.send(json.dumps({"action": "ack", "frames": read}))
+                frame = json.loads(text)
+                if frame.get("id") is None:
+                    continue
+                if frame.get("event") == "pushed":
+                    pushed += 1
+                else:
+                    code = str(frame.get("code"))
+                    errors[code] = errors.get(code, 0) + 1
+                answered += 1
+                last = time.time()
+                free.release()
+                if answered == count:
+                    return
+
+        reader = asyncio.ensure_future(answers())
+        for k in range(count):
+            await free.acquire()
+            if reader.done():
+                break
+            data = {"n": k, "t": time.time()}
+            await ws.send(json.dumps({"action": "push", "stream": stream, "data": data, "id": k}))
+        await reader
+        await ws.send(json.dumps({"action": "ack", "frames": read}))
+
+    started = time.time()
+    await asyncio.gather(*(one(ws) for ws in sockets))
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    seconds = max(last - started, 1e-9)
+    return {"pushed": pushed, "errors": errors, "seconds": seconds, "per_s": pushed / seconds}
+
+
 def reply(answer: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(answer) + "\n")
     sys.stdout.flush()
@@ -208,6 +327,8 @@ async def serve() -> None:
                 reply(await clients.connect(**command))
             elif cmd == "collect":
                 reply(await clients.collect(**command))
+            elif cmd == "push":
+                reply(await push(**command))
             elif cmd == "bare":
                 reply(await bare(**command))
             elif cmd == "close":

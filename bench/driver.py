@@ -115,14 +115,22 @@ class ClientProcess:
     async def connect(self, n: int, table: str) -> dict[str, Any]:
         """``n`` clients subscribed to ``bench.<table>``."""
         url = stack.get().ws_url
-        return await self.request("connect", url=url, n=n, stream=f"{stack.DATABASE}.{table}")
+        answer = await self.request("connect", url=url, n=n, stream=f"{stack.DATABASE}.{table}")
+        if answer["failed"]:
+            raise RuntimeError(f"{answer['failed']} of {n} clients not opened: {answer['errors']}")
+        return answer
 
     async def collect(
-        self, write: Any, timeout: float = 120, expected: int | None = None
+        self,
+        write: Any,
+        timeout: float = 120,
+        expected: int | None = None,
+        quiet: float = 2.0,
     ) -> dict[str, Any]:
         """Arm the clients, await ``write`` (a coroutine), then what they received
-        (each client: the end marker and, with ``expected``, that many changes)."""
-        await self.send("collect", timeout=timeout, expected=expected)
+        (each client: the end marker and, with ``expected``, that many changes; or
+        nothing for ``quiet`` seconds after something came)."""
+        await self.send("collect", timeout=timeout, expected=expected, quiet=quiet)
         await self.answer()  # armed
         await write
         return await self.answer(timeout + 30)

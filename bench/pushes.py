@@ -9,6 +9,7 @@ built beforehand), so that the worker, not the sender, sets the pace, and
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from channels_redis.core import RedisChannelLayer
@@ -31,12 +32,14 @@ async def run(quick: bool = False) -> dict[str, float]:
     messages = [
         [push_message(n, reply if n == part[-1] else None) for n in part] for part in split(count)
     ]
+    meter = stack.CpuMeter({**stack.get().part_pids(), "sender": os.getpid()})
     started = time.monotonic()
     full = await send_all(layer, stack.PUSH_CHANNEL, messages)
     answers = [await asyncio.wait_for(layer.receive(reply), 120) for _ in messages]
     elapsed = time.monotonic() - started
+    cpu = meter.percentages("push")  # percent of one core per process: which part binds
     await layer.close_pools()
     failed = [answer for answer in answers if not answer.get("ok")]
     if failed:
         raise RuntimeError(f"a push failed: {failed[0]}")
-    return {"push_per_s": count / elapsed, "push_channel_full_waits": full}
+    return {"push_per_s": count / elapsed, "push_channel_full_waits": full, **cpu}

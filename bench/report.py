@@ -108,8 +108,9 @@ def machine() -> dict[str, str]:
     }
 
 
-def plots() -> list[str]:
-    """Latency distribution and throughput against clients, as PNG files."""
+def plots(figures: dict[str, float] | None = None) -> list[str]:
+    """Latency distribution and throughput against clients, and (issue 17) latency
+    at 1,000 changes/s and RSS against clients and tables, as PNG files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,7 +146,59 @@ def plots() -> list[str]:
     figure.tight_layout()
     figure.savefig(stack.RESULTS / plot_name("throughput_clients"), dpi=100)
     made.append(plot_name("throughput_clients"))
+    if figures is not None:
+        made += issue_17_plots(plt, figures)
     return made
+
+
+def issue_17_plots(plt: Any, figures: dict[str, float]) -> list[str]:
+    """Latency percentiles at 1,000 changes/s to 100 clients; Daphne's RSS against
+    clients (``fanout``'s 1,000, ``clients_10k``'s count) and a worker's against
+    tables (``memory``'s 1,000, ``many_tables``' count)."""
+    made = []
+    latencies = stack.RESULTS / "latency_1k.json"
+    if latencies.exists():
+        values = sorted(json.loads(latencies.read_text()))
+        figure, axis = plt.subplots(figsize=(7, 4))
+        fractions = [0.5, 0.9, 0.95, 0.99, 0.999]
+        axis.plot(
+            [f"p{f * 100:g}" for f in fractions],
+            [values[min(len(values) - 1, int(f * len(values)))] for f in fractions],
+            marker="o",
+        )
+        axis.set_yscale("log")
+        axis.set_ylabel("ms, write to client receipt")
+        axis.set_title("Latency percentiles, 1,000 changes/s to 100 clients")
+        figure.tight_layout()
+        figure.savefig(stack.RESULTS / plot_name("latency_1k"), dpi=100)
+        made.append(plot_name("latency_1k"))
+    clients = measured_points(
+        (1000, figures.get("daphne_rss_mb_1000_clients")),
+        (figures.get("clients_10k_count", 0), figures.get("clients_10k_daphne_rss_mb")),
+    )
+    tables = measured_points(
+        (1000, figures.get("worker_rss_mb_1000_tables")),
+        (figures.get("tables_10k_count", 0), figures.get("tables_10k_rss_mb")),
+    )
+    if clients or tables:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        left.plot([n for n, _ in clients], [rss for _, rss in clients], marker="o")
+        left.set_xlabel("subscribed clients")
+        left.set_ylabel("Daphne RSS (MiB)")
+        left.set_title("Memory against clients")
+        right.plot([n for n, _ in tables], [rss for _, rss in tables], marker="o")
+        right.set_xlabel("tables followed")
+        right.set_ylabel("worker RSS (MiB)")
+        right.set_title("Memory against tables")
+        figure.tight_layout()
+        figure.savefig(stack.RESULTS / plot_name("rss"), dpi=100)
+        made.append(plot_name("rss"))
+    return made
+
+
+def measured_points(*pairs: tuple[Any, Any]) -> list[tuple[int, Any]]:
+    """The (count, value) pairs that were measured (a count and a value), by count."""
+    return sorted((int(n), value) for n, value in pairs if value is not None and n)
 
 
 def figures_section(figures: dict[str, float]) -> str:
@@ -175,18 +228,49 @@ def figures_section(figures: dict[str, float]) -> str:
     lines.append(
         f"| 1,000 clients reached < 250 ms | `fanout_last_ms` ({clients} clients) | {last:.0f} ms | {'yes' if last < 250 and clients >= 1000 else 'no'} |"
     )
+    lines += issue_17_goals(figures)
     lines += [
         "",
         f"![Latency distribution](../bench/results/{plot_name('latency')})",
         "",
         f"![Throughput against clients](../bench/results/{plot_name('throughput_clients')})",
+        "",
+        f"![Latency at 1,000 changes/s](../bench/results/{plot_name('latency_1k')})",
+        "",
+        f"![RSS against clients and tables](../bench/results/{plot_name('rss')})",
     ]
     return "\n".join(lines)
 
 
+def issue_17_goals(figures: dict[str, float]) -> list[str]:
+    """Issue 17's goals as rows of the goals table (those the run measured)."""
+    rows = []
+    if "push_ws_ratio" in figures:
+        ratio = figures["push_ws_ratio"]
+        rows.append(
+            f"| pushes from 100 browser connections ≥ 0.5 x ceiling_insert_per_s | `push_ws_per_s` | {ratio:.2f} | {'yes' if ratio >= 0.5 else 'no'} |"
+        )
+    if "latency_1k_p99_ms" in figures:
+        p99 = figures["latency_1k_p99_ms"]
+        rows.append(
+            f"| p99 latency < 10 ms at 1,000/s, 100 clients | `latency_1k_p99_ms` | {p99:.1f} ms | {'yes' if p99 < 10 else 'no'} |"
+        )
+    if "clients_10k_count" in figures:
+        held = int(figures["clients_10k_count"])
+        rows.append(
+            f"| one Daphne holds 10,000 subscribed clients | `clients_10k_count` | {held:,} ({figures['clients_10k_rss_kb_per_client']:.1f} KB each, last {figures['clients_10k_last_ms']:,.0f} ms) | {'yes' if held >= 10_000 else 'no'} |"
+        )
+    if "tables_10k_count" in figures:
+        count = int(figures["tables_10k_count"])
+        rows.append(
+            f"| a worker follows 10,000 tables | `tables_10k_count` | {count:,} ({figures['tables_10k_rss_mb']:.0f} MB, ready in {figures['tables_10k_ready_s']:.1f} s) | {'yes' if count >= 10_000 else 'no'} |"
+        )
+    return rows
+
+
 def write(figures: dict[str, float]) -> None:
     """Plots, then the generated part of ``docs/benchmarks.md`` (the rest is kept)."""
-    plots()
+    plots(figures)
     begin, end = markers()
     section = f"{begin}\n{figures_section(figures)}\n{end}"
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"

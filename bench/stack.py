@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import resource
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,32 @@ def rss_mb(pid: int, field_name: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field_name} for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user and system), in seconds."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Each process's CPU over a measure, as percent of one core: started on
+    creation, read by ``percentages`` (a process gone meanwhile is left out)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = dict(pids)
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.started = time.monotonic()
+
+    def percentages(self, prefix: str) -> dict[str, float]:
+        elapsed = time.monotonic() - self.started
+        shares = {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                used = cpu_seconds(pid) - self.before[name]
+                shares[f"{prefix}_cpu_{name}_pct"] = used / elapsed * 100
+        return shares
+
+
 @dataclass
 class Stack:
     rethinkdb_url: str
@@ -77,6 +105,17 @@ class Stack:
 
     def pid(self, name: str) -> int:
         return self.processes[name].process.pid
+
+    def part_pids(self) -> dict[str, int]:
+        """The stack's parts by name: Daphne, the worker, the database, Redis."""
+        pids = {name: self.pid(name) for name in ("daphne", "worker")}
+        if self.rethinkdb is not None and self.rethinkdb.process is not None:
+            pids["rethinkdb"] = self.rethinkdb.process.process.pid
+        elif "reql_server" in self.processes:
+            pids["rethinkdb"] = self.pid("reql_server")
+        if self.redis.process is not None:
+            pids["redis"] = self.redis.process.process.pid
+        return pids
 
     def start_worker(self, name: str, *watch: str, timeout: float = 120) -> ManagedProcess:
         """A ``manage.py changeflow -q`` process following ``watch``, once it is ready.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .jsonsafe import json_safe
-
 CHANGE_TYPE = "changeflow.change"
 BATCH_TYPE = "changeflow.batch"
 
@@ -23,7 +21,8 @@ def change_kind(item: dict[str, Any]) -> str:
 
 
 def build_change(item: dict[str, Any], *, initial_as_add: bool = False) -> dict[str, Any]:
-    """The ``change`` part: ``{"type", "old_val", "new_val"}``, JSON-safe.
+    """The ``change`` part: ``{"type", "old_val", "new_val"}``, from an item
+    decoded by ``jsonsafe.RawDecoder`` (already JSON-safe: not walked again).
 
     ``initial`` items stay ``initial`` unless ``initial_as_add``: for a table
     that appeared while the worker was watching, every document is new to the
@@ -36,8 +35,8 @@ def build_change(item: dict[str, Any], *, initial_as_add: bool = False) -> dict[
         kind = change_kind(item)
     return {
         "type": kind,
-        "old_val": json_safe(item.get("old_val")),
-        "new_val": json_safe(item.get("new_val")),
+        "old_val": item.get("old_val"),
+        "new_val": item.get("new_val"),
     }
 
 

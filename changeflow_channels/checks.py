@@ -6,8 +6,10 @@ settings together; the single values share one, from the table of what each must
 in ``setting_kinds``). Each finding is an ``Error`` or a ``Warning`` whose message
 names the setting and its value and whose hint says what would do; the problems of
 ``CHANGEFLOW_TABLES``, ``CHANGEFLOW_MODELS`` and ``CHANGEFLOW_RULES`` are found beside
-the code that reads them (``tables.config``, ``mirror.config``, ``permissions``). The
-checks are fast and do no I/O beyond importing the modules the settings name.
+the code that reads them (``tables.config``, ``mirror.config``, ``permissions``), and
+those of what surrounds the settings (``CHANNEL_LAYERS``, Daphne's frame limits, the ASGI
+wiring) in ``deployment_checks``. The checks are fast and do no I/O beyond importing the
+modules the settings name (and ``ASGI_APPLICATION``).
 
 Ids (silence one with ``SILENCED_SYSTEM_CHECKS = ["changeflow_channels.W002"]``);
 they keep their meaning from release to release, new ones continue the numbering:
@@ -19,7 +21,7 @@ E003  CHANGEFLOW_HANDLERS is not a list of modules, or one cannot be used
 E004  no channel layer (CHANNEL_LAYERS)
 E005  CHANGEFLOW_PERMISSIONS cannot be loaded, or is not a policy
 E006  CHANGEFLOW_LEASE_TIME is not a positive number of seconds
-E007  CHANGEFLOW_REDIS is neither a Redis URL nor None
+E007  CHANGEFLOW_REDIS is neither a Redis URL, a Sentinel host nor None
 E008  CHANGEFLOW_METRICS_PORT is neither a TCP port nor None
 E010  CHANGEFLOW_TABLES: not a dict, or a bad stream name
 E011  CHANGEFLOW_TABLES: an entry that is not a dict, or unknown keys
@@ -28,6 +30,7 @@ E013  CHANGEFLOW_TABLES: a malformed index
 E014  CHANGEFLOW_TABLES: a malformed retention
 E015  CHANGEFLOW_TABLES: a retention field that cannot be used
 E016  CHANGEFLOW_CLEAN_EVERY is not a positive number of seconds
+E017  CHANGEFLOW_TABLES: replicas or shards not a positive integer (or over 64 shards)
 E020  CHANGEFLOW_MODELS (or one of its entries) is not a dict
 E021  CHANGEFLOW_MODELS: not an installed model
 E022  CHANGEFLOW_MODELS: an unknown field, or the primary key excluded
@@ -59,6 +62,15 @@ E050  CHANGEFLOW_MAX_SENT_FRAME_BYTES is not a positive integer
 E051  CHANGEFLOW_SEND_WINDOW is not a positive integer
 E052  CHANGEFLOW_SEND_WINDOW_BYTES is not a positive integer
 E053  CHANGEFLOW_FEED_QUEUE_SIZE is not a positive integer
+E054  CHANGEFLOW_ALLOWED_ORIGINS is neither None nor a list of origins (identity, issue 15)
+E055  CHANGEFLOW_TOKEN_CONNECTIONS is not a positive integer (identity, issue 15)
+E056  CHANGEFLOW_RECHECK_GRACE is not a positive number of seconds (identity, issue 15)
+E057  CHANGEFLOW_SUBSCRIBE_RATE is not a positive number (amplification, issue 15)
+E058  CHANGEFLOW_SYNC_RATE is not a positive number (amplification, issue 15)
+E059  CHANGEFLOW_SYNC_BURST is not a positive integer (amplification, issue 15)
+E060  CHANGEFLOW_FEED_CONNECTIONS is not a positive integer (many tables, issue 17)
+E061  CHANGEFLOW_MEMORY_BUDGET is neither None nor a positive integer (many tables, issue 17)
+E062  CHANGEFLOW_LEASE_REPLICAS is not an integer >= 0 (Redis Sentinel, issue 18)
 W001  a Redis channel layer without ``socket_timeout``
 W002  CHANGEFLOW_PERMISSIONS allows everything while DEBUG is off
 W003  channels_redis's pub/sub layer (one worker only)
@@ -66,6 +78,9 @@ W004  CHANGEFLOW_LEASE_TIME below 3 s
 W005  CHANGEFLOW_RULES is set, but CHANGEFLOW_PERMISSIONS is not a RulesPolicy
 W006  CHANGEFLOW_BATCH_BYTES is not below CHANGEFLOW_SEND_QUEUE_BYTES
 W007  channels_redis's own RedisChannelLayer (bursts of clients, Redis restarts)
+W008  ASGI_APPLICATION checks origins with channels' validators (host names only)
+W009  CHANGEFLOW_MAX_FRAME_BYTES or _MAX_SENT_FRAME_BYTES passes Daphne's default limit (inbound, issue 15)
+W010  the leases' Redis is a Sentinel master and CHANGEFLOW_LEASE_REPLICAS is 0
 ====  ===============================================================
 """
 
@@ -76,9 +91,16 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Warning
+from django.core.checks import Error
 
+from .check_messages import Messages, check_error, check_warning
 from .conf import ChangeflowSettings, defaults, get_settings, setting_name
+from .deployment_checks import (
+    check_channel_layers,
+    check_frame_limits,
+    check_lease_replicas,
+    check_wiring,
+)
 from .mirror import config as models_config
 from .mirror.config import ModelConfigError
 from .names import InvalidName
@@ -88,20 +110,8 @@ from .setting_kinds import HINTED, KINDS, PLAIN, is_valid
 from .tables import config as tables_config
 from .tables.config import TableConfigError
 
-PREFIX = "changeflow_channels."
-
-LAYER_BACKEND = "changeflow_channels.redis_layer.RedisChannelLayer"
-PLAIN_REDIS_BACKEND = "channels_redis.core.RedisChannelLayer"
-REDIS_BACKENDS = (
-    LAYER_BACKEND,
-    PLAIN_REDIS_BACKEND,
-    "channels_redis.pubsub.RedisPubSubChannelLayer",
-)
-PUBSUB_BACKEND = "channels_redis.pubsub.RedisPubSubChannelLayer"
 # Below this, a busy machine makes workers give up tables they still hold.
 SHORT_LEASE_TIME = 3.0
-
-Messages = list[CheckMessage]
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
@@ -111,14 +121,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> Messages:
     for check in CHECKS:
         messages.extend(check(conf))
     return messages
-
-
-def _error(code: str, message: str, hint: str) -> Error:
-    return Error(message, hint=hint, id=PREFIX + code)
-
-
-def _warning(code: str, message: str, hint: str) -> Warning:
-    return Warning(message, hint=hint, id=PREFIX + code)
 
 
 def _reported(problem: TableConfigError | ModelConfigError, message: str) -> Error:
@@ -148,7 +150,9 @@ def _check_value(
     if KINDS[kind][0](value):
         return []
     return [
-        _error(code, f"{setting_name(attribute)} must be {KINDS[kind][1]}, not {value!r}.", hint)
+        check_error(
+            code, f"{setting_name(attribute)} must be {KINDS[kind][1]}, not {value!r}.", hint
+        )
     ]
 
 
@@ -160,10 +164,11 @@ def _check_rethinkdb(conf: ChangeflowSettings) -> Messages:
         parse_rethinkdb_url(conf.rethinkdb)
     except ValueError as error:
         return [
-            _error(
+            check_error(
                 "E001",
                 f"CHANGEFLOW_RETHINKDB is not a valid server URL: {error}.",
-                'Use "rethinkdb://[user[:password]@]host[:port]" (rethinkdbs:// for TLS).',
+                'Use "rethinkdb://[user[:password]@]host[:port]" (rethinkdbs:// for TLS), '
+                'or the servers of a cluster: "rethinkdb://user@db1:28015,db2,db3".',
             )
         ]
     return []
@@ -176,7 +181,7 @@ def _not_a_list(name: str, value: Any, code: str, of: str, example: str) -> Mess
     hint = (
         f"Put it in a list: [{value!r}]." if isinstance(value, str) else f"For example {example}."
     )
-    return [_error(code, f"{name} must be a list of {of}, not {value!r}.", hint)]
+    return [check_error(code, f"{name} must be a list of {of}, not {value!r}.", hint)]
 
 
 def _check_watch(conf: ChangeflowSettings) -> Messages:
@@ -192,7 +197,7 @@ def _check_watch(conf: ChangeflowSettings) -> Messages:
             check_pattern(pattern)
         except InvalidName as error:
             messages.append(
-                _error(
+                check_error(
                     "E002",
                     f"CHANGEFLOW_WATCH: {error}.",
                     'Patterns are "*", "db.*" or "db.table", with names of A-Z, a-z, 0-9, _ and -.',
@@ -216,12 +221,12 @@ def _check_handlers(conf: ChangeflowSettings) -> Messages:
             modules.append(module)
         else:
             message = f"CHANGEFLOW_HANDLERS: {module!r} is not a module path."
-            messages.append(_error("E003", message, hint))
+            messages.append(check_error("E003", message, hint))
     for module in handler_modules(modules, os.environ.get("DJANGO_SETTINGS_MODULE")):
         try:
             load_handler(module)
         except HandlerError as error:
-            messages.append(_error("E003", f"CHANGEFLOW_HANDLERS: {error}.", hint))
+            messages.append(check_error("E003", f"CHANGEFLOW_HANDLERS: {error}.", hint))
     return messages
 
 
@@ -230,7 +235,7 @@ def _check_permissions(conf: ChangeflowSettings) -> Messages:
         policy = load_policy(conf.permissions)
     except Exception as error:
         return [
-            _error(
+            check_error(
                 "E005",
                 f"CHANGEFLOW_PERMISSIONS cannot be used: {error}.",
                 "Name a class or object with can_subscribe(user, stream) and can_push(user, stream, op).",
@@ -239,7 +244,7 @@ def _check_permissions(conf: ChangeflowSettings) -> Messages:
     messages: Messages = []
     if isinstance(policy, AllowAllPolicy) and not settings.DEBUG:
         messages.append(
-            _warning(
+            check_warning(
                 "W002",
                 "CHANGEFLOW_PERMISSIONS allows anyone to read and write every stream.",
                 "AllowAllPolicy is for demos on loopback; use a real policy in production.",
@@ -247,7 +252,7 @@ def _check_permissions(conf: ChangeflowSettings) -> Messages:
         )
     if isinstance(conf.rules, dict) and conf.rules and not isinstance(policy, RulesPolicy):
         messages.append(
-            _warning(
+            check_warning(
                 "W005",
                 "CHANGEFLOW_RULES is set, but CHANGEFLOW_PERMISSIONS is "
                 f"{type(policy).__name__}, which does not read it: the rules are not applied.",
@@ -259,7 +264,7 @@ def _check_permissions(conf: ChangeflowSettings) -> Messages:
 
 
 def _check_rules(conf: ChangeflowSettings) -> Messages:
-    return [_error("E033", problem, RULES_HINT) for problem in rules_problems(conf.rules)]
+    return [check_error("E033", problem, RULES_HINT) for problem in rules_problems(conf.rules)]
 
 
 def _check_lease_time(conf: ChangeflowSettings) -> Messages:
@@ -267,7 +272,7 @@ def _check_lease_time(conf: ChangeflowSettings) -> Messages:
     lease_time = conf.lease_time
     if is_valid("lease_time", lease_time) and lease_time < SHORT_LEASE_TIME:
         return [
-            _warning(
+            check_warning(
                 "W004",
                 f"CHANGEFLOW_LEASE_TIME = {lease_time:g} s: a worker whose event loop or Redis "
                 "stalls for two thirds of it gives up its tables (a new epoch, a resync).",
@@ -282,7 +287,7 @@ def _check_batch_bytes(conf: ChangeflowSettings) -> Messages:
     batch, queue = conf.batch_bytes, conf.send_queue_bytes
     if is_valid("batch_bytes", batch) and is_valid("send_queue_bytes", queue) and batch >= queue:
         return [
-            _warning(
+            check_warning(
                 "W006",
                 f"CHANGEFLOW_BATCH_BYTES ({batch}) is not below CHANGEFLOW_SEND_QUEUE_BYTES "
                 f"({queue}): one batch of changes can fill a connection's send queue, which "
@@ -313,57 +318,21 @@ def _check_models(conf: ChangeflowSettings) -> Messages:
     return [_reported(error, str(error)) for error in errors]
 
 
-def _check_channel_layers(conf: ChangeflowSettings) -> Messages:
-    """``CHANNEL_LAYERS``: there is one, Redis hosts without a socket timeout, the pub/sub layer."""
-    layers = getattr(settings, "CHANNEL_LAYERS", None) or {}
-    default = layers.get("default")
-    if not default:
+def _check_allowed_origins(conf: ChangeflowSettings) -> Messages:
+    from .web.origins import OriginError, configured_origins
+
+    try:
+        configured_origins(conf.allowed_origins)
+    except OriginError as error:
         return [
-            _error(
-                "E004",
-                "No channel layer is configured: changeflow_channels needs one to carry changes and pushes.",
-                'Set CHANNEL_LAYERS = {"default": {"BACKEND": "changeflow_channels.redis_layer.RedisChannelLayer", '
-                '"CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}]}}}.',
+            check_error(
+                "E054",
+                f"CHANGEFLOW_ALLOWED_ORIGINS must be None or a list of origins: {error}.",
+                'For example ["https://example.com", "http://127.0.0.1:8000"]; None allows '
+                "the site's own origin (its Host, if in ALLOWED_HOSTS, with ws -> http, wss -> https).",
             )
         ]
-    messages: Messages = []
-    backend = default.get("BACKEND")
-    hosts = (default.get("CONFIG") or {}).get("hosts") or ["redis://localhost:6379"]
-    if backend in REDIS_BACKENDS and not all(
-        isinstance(host, dict) and "socket_timeout" in host for host in hosts
-    ):
-        messages.append(
-            _warning(
-                "W001",
-                "The Redis channel layer uses redis-py's default socket_timeout (5 s): an idle "
-                "receive() then raises TimeoutError, which ends ordinary consumers and workers "
-                "(channels_redis #422). changeflow_channels' own consumers survive it.",
-                'Give each host a dict with "socket_timeout": None, for example '
-                '"hosts": [{"address": "redis://127.0.0.1:6379", "socket_timeout": None}].',
-            )
-        )
-    if backend == PLAIN_REDIS_BACKEND:
-        messages.append(
-            _warning(
-                "W007",
-                "channels_redis's RedisChannelLayer raises MaxConnectionsError beyond 100 "
-                "commands at once (a burst of clients subscribing), and after a Redis restart "
-                "the first command on each of its pooled connections fails.",
-                f'Use "BACKEND": "{LAYER_BACKEND}" (the same layer, with a blocking pool '
-                "that reconnects once).",
-            )
-        )
-    if backend == PUBSUB_BACKEND:
-        messages.append(
-            _warning(
-                "W003",
-                "channels_redis's pub/sub layer hands a message sent to a channel to every "
-                "process reading it: with several changeflow workers, each would write each push.",
-                "Run one worker with this layer, or use channels_redis.core.RedisChannelLayer "
-                "to run several.",
-            )
-        )
-    return messages
+    return []
 
 
 # In the order of the README's table of settings.
@@ -375,9 +344,13 @@ CHECKS: list[Callable[[ChangeflowSettings], Messages]] = [
     _check_permissions,
     _check_rules,
     _check_batch_bytes,
+    check_frame_limits,
     _check_tables,
     _check_models_db,
     _check_models,
     _check_lease_time,
-    _check_channel_layers,
+    check_lease_replicas,
+    check_channel_layers,
+    _check_allowed_origins,
+    check_wiring,
 ]

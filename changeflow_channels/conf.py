@@ -34,7 +34,14 @@ class ChangeflowSettings:
     permissions: Any = "changeflow_channels.permissions.AuthenticatedReadPolicy"
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     recheck_every: float = 30.0
+    # Seconds a re-check may keep failing (user or policy unreachable) before the
+    # subscriptions end (``unavailable``): it fails closed.
+    recheck_grace: float = 30.0
     token_max_age: float | timedelta = 24 * 3600
+    # Websockets open at once per token, and per user among token connections.
+    token_connections: int = 20
+    # Origins allowed to open websockets ("scheme://host[:port]"); None: the site's own.
+    allowed_origins: list[str] | None = None
     # Time limits, seconds.
     handler_timeout: float = 10.0
     push_timeout: float = 10.0
@@ -47,6 +54,10 @@ class ChangeflowSettings:
     # Changes RethinkDB holds for a feed the worker has not read yet; past it the
     # server drops changes and the feed restarts in a new epoch (RethinkDB's default).
     feed_queue_size: int = 100_000
+    # Many tables (issue 17): the connections all feeds share, and the bytes the
+    # histories and mirrors of all tables may take together (None: no bound).
+    feed_connections: int | None = None
+    memory_budget: int | None = 256 * 1024 * 1024
     # Keys, indexes and autoclean.
     tables: dict[str, Any] = field(default_factory=dict)
     clean_every: float = 60.0
@@ -57,6 +68,12 @@ class ChangeflowSettings:
     max_subscriptions: int = 100
     max_frame_bytes: int = 65536
     push_rate: float = 20.0
+    # Subscribe frames per second (bursts of twice that), resubscribing included; those
+    # asking for a snapshot or resuming (``since``) also spend one of sync_rate a second,
+    # bursts of sync_burst: each makes the worker read and send a table or its history.
+    subscribe_rate: float = 10.0
+    sync_rate: float = 1.0
+    sync_burst: int = 5
     max_document_bytes: int = 1048576
     send_queue: int = 1000
     send_queue_bytes: int = 16 * 1024 * 1024
@@ -70,7 +87,11 @@ class ChangeflowSettings:
     batch_bytes: int = 262144
     # Several workers, metrics.
     lease_time: float = 10.0
-    redis: str | None = None
+    # Redis replicas that must acknowledge a lease taken or renewed (WAIT): 0, or 1 with
+    # Sentinel and two replicas or more (docs/deployment.md).
+    lease_replicas: int = 0
+    # A Redis URL, or a Sentinel host (channels_redis's form: sentinels, master_name).
+    redis: str | dict[str, Any] | None = None
     metrics_port: int | None = None
     metrics_per_table: bool = True
 

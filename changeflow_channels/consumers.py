@@ -10,30 +10,22 @@ from typing import Any
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import metrics
-from .auth import fresh_user
 from .conf import get_settings
+from .frame_limits import FrameTooLarge, check_frame_size
 from .names import parse_stream
-from .permissions import ask, load_policy
-from .pushes import (
-    OPS,
-    PushError,
-    PushTooLarge,
-    build_push,
-    check_size,
-)
-from .pushes import UNAVAILABLE as PUSH_UNAVAILABLE
+from .permissions import ask, has_row_rule, load_policy
 from .redis_layer import LAYER_ERRORS, ResilientChannelMixin, group_discard_retrying
-from .sync import SyncError, parse_since
+from .sync import SyncError, parse_client_since
 from .web.delivery import DeliveryMixin, Frames
 from .web.filters import FilterError, parse_filter
-from .web.limits import AckError, SendWindow, TokenBucket
+from .web.limits import AckError, RateLimited, SendWindow, SubscribeLimits, TokenBucket
 from .web.local_events import LocalEvents
+from .web.positions import resume_from, site_cursors
 from .web.protocol import (
     BAD_REQUEST,
     FORBIDDEN,
     NOT_FOUND,
     RATE_LIMITED,
-    TOO_LARGE,
     UNAVAILABLE,
     FrameError,
     byte_size,
@@ -42,6 +34,8 @@ from .web.protocol import (
     fits,
     parse_frame,
 )
+from .web.pushing import PushMixin
+from .web.recheck import RECHECK, RecheckMixin
 from .web.subscriptions import Subscription
 
 logger = logging.getLogger(__name__)
@@ -56,8 +50,8 @@ CLOSE_TOO_SLOW = 4009
 # A frame could not be sent (the ASGI server refused it): the client missed it, and
 # resumes (``since``) on a new connection.
 CLOSE_SEND_FAILED = 4011
-# The consumer's own event: re-check its subscriptions' permissions.
-RECHECK = {"type": "changeflow.recheck"}
+# The project has no channel layer (CHANNEL_LAYERS): the server cannot work (1011: internal error).
+CLOSE_NO_LAYER = 1011
 
 
 def check_sub_name(name: Any, request_id: Any) -> Any:
@@ -74,7 +68,9 @@ def check_sub_name(name: Any, request_id: Any) -> Any:
     return name
 
 
-class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketConsumer):
+class ChangeflowConsumer(
+    ResilientChannelMixin, DeliveryMixin, PushMixin, RecheckMixin, AsyncWebsocketConsumer
+):
     """Speaks the browser protocol: subscribe, unsubscribe and push by ``db.table``.
 
     Delivery (positions, gaps, snapshots, resync) is ``web.subscriptions``' rules,
@@ -84,10 +80,17 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
 
     async def connect(self) -> None:
         self.settings = get_settings()
+        if self.channel_layer is None:
+            await self._refuse_without_layer()
+            return
         self.policy = load_policy(self.settings.permissions)
         rate = self.settings.push_rate
         self.push_bucket = TokenBucket(rate=rate, burst=max(1.0, 2 * rate))
         self.error_bucket = TokenBucket(rate=ERRORS_PER_SECOND, burst=ERROR_BURST)
+        settings = self.settings
+        self.subscribe_limits = SubscribeLimits(
+            settings.subscribe_rate, settings.sync_rate, settings.sync_burst
+        )
         self.events.later(self.settings.recheck_every, RECHECK)
         metrics.WEBSOCKET_CLIENTS.inc()
         # Frames wait here for the server to take them. A client that cannot keep
@@ -102,6 +105,19 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         self.writer = asyncio.ensure_future(self._write_forever())
         self.subscriptions: dict[tuple[str, Any], Subscription] = {}
         await self.accept()
+
+    async def _refuse_without_layer(self) -> None:
+        """A project without CHANNEL_LAYERS (``manage.py check``: E004) can carry no change
+        and no push: the client and the server's log say so, plainly."""
+        message = (
+            "the server has no channel layer: its CHANNEL_LAYERS setting is missing "
+            "(manage.py check: changeflow_channels.E004)"
+        )
+        logger.error("websocket refused: %s", message)
+        self.closing = True
+        await self.accept()
+        await self.send(text_data=encode(error_frame(UNAVAILABLE, message)))
+        await self.close(code=CLOSE_NO_LAYER)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.events = LocalEvents(receive)
@@ -126,29 +142,6 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         for key in list(getattr(self, "subscriptions", {})):
             await self._leave(key)
 
-    async def changeflow_recheck(self, message: dict[str, Any]) -> None:
-        """Subscriptions end within CHANGEFLOW_RECHECK_EVERY seconds of a logout or
-        a lost permission: the user is loaded afresh and the policy asked again."""
-        try:
-            await self.recheck()
-        except Exception:  # a timer's boundary (the policy and the user loader are user code)
-            logger.exception("permission re-check failed; keeping the subscriptions")
-        finally:
-            self.events.later(self.settings.recheck_every, RECHECK)
-
-    async def recheck(self) -> None:
-        self.scope["user"] = await fresh_user(self.scope)
-        refresh = getattr(self.policy, "refresh", None)
-        if callable(refresh):
-            refresh()
-        for key, sub in list(self.subscriptions.items()):
-            if not await ask(self.policy.can_subscribe, self.user, sub.stream):
-                await self._leave(key)
-                message = (
-                    f"your subscription to {sub.stream} has ended: logged out or permission revoked"
-                )
-                await self.send_frame(sub.tag(error_frame(FORBIDDEN, message)))
-
     @property
     def user(self) -> Any:
         return self.scope.get("user")
@@ -158,12 +151,7 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             return  # closed for abuse or slowness: nothing more is handled
         request_id = None
         try:
-            if text_data is not None and len(text_data) * 4 > self.settings.max_frame_bytes:
-                size = len(text_data.encode())
-                if size > self.settings.max_frame_bytes:
-                    raise FrameError(
-                        TOO_LARGE, f"frame of {size} bytes; at most {self.settings.max_frame_bytes}"
-                    )
+            check_frame_size(text_data, bytes_data, self.settings.max_frame_bytes)
             frame = parse_frame(text_data)
             request_id = frame.get("id")
             action = frame["action"]
@@ -176,13 +164,20 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             else:
                 await self._push(frame)
         except FrameError as error:
-            if not self.error_bucket.take():
+            # A subscribe told to come back later (``retry_after``) is no abuse: a client
+            # resubscribing everything after a reconnect gets many at once.
+            if not isinstance(error, RateLimited) and not self.error_bucket.take():
                 # Errors faster than any honest client makes them: an abuser.
                 logger.warning("closing a websocket that keeps sending bad frames")
                 self.closing = True
                 await self.close(code=CLOSE_ABUSE)
                 return
-            await self.send_frame(error_frame(error.code, error.message, error.request_id))
+            refusal = error_frame(error.code, error.message, error.request_id)
+            if isinstance(error, RateLimited):
+                refusal["retry_after"] = error.retry_after
+            if isinstance(error, FrameTooLarge):
+                refusal["size"] = error.size  # not read, so no id: the client's clue
+            await self.send_frame(refusal)
         except Exception:  # one frame's boundary: logged, answered with a code
             logger.exception("websocket frame failed")
             await self.send_frame(
@@ -264,14 +259,20 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
         stream, request_id = frame["stream"], frame.get("id")
         name = check_sub_name(frame.get("sub"), request_id)
         try:
-            since = parse_since(frame.get("since"))
+            since = parse_client_since(frame.get("since"))
             row_filter = parse_filter(frame.get("filter"))
         except (SyncError, FilterError) as error:
             raise FrameError(BAD_REQUEST, str(error), request_id) from None
+        # Every subscribe costs (again to the same stream too); a snapshot or resume more,
+        # and one at a time per stream (another subscription's sync under way: later).
+        key = (stream, name)
+        wants_sync = since is not None or bool(frame.get("snapshot"))
+        busy = any(s.key != key and s.pending is not None for s in self.subscriptions_of(stream))
+        self.subscribe_limits.spend(sync=wants_sync, busy=busy, request_id=request_id)
         if not await ask(self.policy.can_subscribe, self.user, stream):
             raise FrameError(FORBIDDEN, f"you may not subscribe to {stream}", request_id)
-        key = (stream, name)
-        if key in self.subscriptions:
+        previous = self.subscriptions.get(key)
+        if previous is not None:
             await self._leave(key)  # subscribing again starts the subscription afresh
         elif len(self.subscriptions) >= self.settings.max_subscriptions:
             raise FrameError(
@@ -287,6 +288,14 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
                     UNAVAILABLE, f"channel layer unavailable: {error!r}", request_id
                 ) from None
         database, table = parse_stream(stream)
+        # Under a row rule: its own numbers, and the real position from a cursor.
+        resume = resume_from(
+            since,
+            stream,
+            numbered=has_row_rule(self.policy),
+            cursors=site_cursors(),
+            previous=previous.numbering if previous is not None else None,
+        )
         sub = Subscription(
             stream,
             database,
@@ -295,12 +304,13 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             filter=row_filter,
             snapshot=bool(frame.get("snapshot")),
             sync_timeout=self.settings.sync_timeout,
+            numbering=resume.numbering,
         )
         self.subscriptions[key] = sub
         metrics.SUBSCRIPTIONS.inc()
         await self.send_frame(sub.tag({"event": "subscribed", "stream": stream, "id": request_id}))
         frames: Frames = []  # a resync, when asking fails (``perform``)
-        await self.perform(sub, sub.start(since), frames)  # a sync request, if any
+        await self.perform(sub, sub.start(resume.since, lost=resume.lost), frames)  # a sync, if any
         for text, read_at in frames:
             await self.send_frame(text, read_at)
 
@@ -331,53 +341,3 @@ class ChangeflowConsumer(ResilientChannelMixin, DeliveryMixin, AsyncWebsocketCon
             await group_discard_retrying(self.channel_layer, stream, self.channel_name)
         except LAYER_ERRORS as error:
             logger.warning("group_discard(%s) failed: %r", stream, error)
-
-    async def _push(self, frame: dict[str, Any]) -> None:
-        stream, request_id = frame["stream"], frame.get("id")
-        op = frame.get("op") or "insert"
-        if op not in OPS:  # checked before the policy sees it
-            raise FrameError(
-                BAD_REQUEST, f"unknown op {op!r}; expected one of {', '.join(OPS)}", request_id
-            )
-        if not await ask(self.policy.can_push, self.user, stream, op):
-            raise FrameError(FORBIDDEN, f"you may not push into {stream}", request_id)
-        if not self.push_bucket.take():
-            raise FrameError(
-                RATE_LIMITED, f"at most {self.settings.push_rate:g} pushes per second", request_id
-            )
-        database, table = parse_stream(stream)
-        try:
-            message = build_push(
-                database,
-                table,
-                frame.get("data"),
-                op=op,
-                key=frame.get("key"),
-                reply_channel=self.channel_name,
-                id=request_id,
-                idempotency_key=frame.get("idempotency_key"),
-            )
-            check_size(message["data"], self.settings.max_document_bytes)
-        except PushTooLarge as error:
-            raise FrameError(TOO_LARGE, str(error), request_id) from None
-        except PushError as error:
-            raise FrameError(BAD_REQUEST, str(error), request_id) from None
-        try:
-            await self.channel_layer.send(self.settings.channel, message)
-        except LAYER_ERRORS as error:
-            raise FrameError(
-                UNAVAILABLE, f"channel layer unavailable: {error!r}", request_id
-            ) from None
-
-    # -- messages from the channel layer ----------------------------------------
-
-    async def changeflow_push_result(self, message: dict[str, Any]) -> None:
-        request_id = message.get("id")
-        if message.get("ok"):
-            frame = {key: value for key, value in message.items() if key != "type"}
-            await self.send_frame({"event": "pushed", **frame})
-            return
-        error = str(message.get("error", "push failed"))
-        # The worker's code says whether trying again may help; its text is for people.
-        code = UNAVAILABLE if message.get("code") == PUSH_UNAVAILABLE else BAD_REQUEST
-        await self.send_frame(error_frame(code, error, request_id))

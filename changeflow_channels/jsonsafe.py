@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+PSEUDO_TYPE_KEY = "$reql_type$"  # the key of every pseudo-type object
+
 
 def _iso8601(value: dict[str, Any]) -> str | float:
     """ISO 8601 with the time's own offset; the bare epoch seconds for a time
@@ -40,7 +42,7 @@ def json_safe(value: Any) -> Any:
     this once per change on values the driver has just decoded, which nobody
     else holds); a pseudo-type at the top is returned converted."""
     if isinstance(value, dict):
-        reql_type = value.get("$reql_type$")
+        reql_type = value.get(PSEUDO_TYPE_KEY)
         if reql_type == "TIME":
             return _iso8601(value)
         if reql_type == "BINARY":
@@ -65,17 +67,26 @@ class RawDecoder:
     """The driver's response decoder for queries run with raw time and binary
     formats (``json_decoder=RawDecoder``): orjson, and none of ``ReQLDecoder``'s
     per-object hook, which does nothing for raw formats but costs a Python call
-    per object; ``json_safe`` converts the pseudo-types. Text orjson refuses
-    (lone surrogates, integers beyond 64 bits) goes through the standard decoder."""
+    per object. Text orjson refuses (lone surrogates, integers beyond 64 bits)
+    goes through the standard decoder.
+
+    What it returns is JSON-safe: a response whose text holds ``$reql_type$``
+    is walked by ``json_safe`` (times and binary become strings); any other,
+    almost every changefeed response, is not walked at all. The server writes
+    the key literally (``$`` is never escaped), and user documents cannot carry
+    it as a key, so a response without the text has no pseudo-type."""
 
     def __init__(self, reql_format_opts: dict[str, Any] | None = None) -> None:
         """The driver passes its format options; raw formats need none of them."""
 
     def decode(self, text: str) -> Any:
         try:
-            return orjson.loads(text)
+            response = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return json.loads(text)
+            response = json.loads(text)
+        if PSEUDO_TYPE_KEY in text:
+            return json_safe(response)
+        return response
 
 
 def is_unicode(text: str) -> bool:

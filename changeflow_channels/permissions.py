@@ -2,8 +2,10 @@
 
 ``CHANGEFLOW_PERMISSIONS`` names a policy: a class (instantiated once per
 connection, so it may cache), or an object, with ``can_subscribe(user,
-stream)`` and ``can_push(user, stream, op)``. Either may be sync or async;
-sync ones run in a thread, so they may use the ORM.
+stream)`` and ``can_push(user, stream, op)``, and optionally ``can_write(user,
+stream, op, key, new, old)``, asked for every document a browser's push writes
+(``web/push_guard.py``). Each may be sync or async; sync ones run in a thread,
+so they may use the ORM.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from asgiref.sync import sync_to_async
 from django.utils.module_loading import import_string
 
 from .conf import get_settings
+from .jsonsafe import json_safe
 from .names import InvalidName, validate_name
+from .pushes import OPS
 
 
 class Policy(Protocol):
@@ -69,11 +73,13 @@ def check_requirement(requirement: Any) -> None:
             )
 
 
-ACTIONS = ("subscribe", "push")
+# "push" stands for every op; an op named in a rule decides for that op.
+ACTIONS = ("subscribe", "push", *OPS)
 # What ``manage.py check`` suggests for a bad ``CHANGEFLOW_RULES`` (E033).
 RULES_HINT = (
-    'For example {"shop.orders": {"subscribe": "authenticated", "push": "staff"}, '
-    '"*": {"subscribe": ["staff", "shop.view_order"]}}.'
+    'For example {"shop.orders": {"subscribe": "authenticated", "push": "staff", '
+    '"update": "authenticated"}, "*": {"subscribe": ["staff", "shop.view_order"]}}. '
+    f"Actions: {', '.join(ACTIONS)} (push: every op)."
 )
 
 
@@ -132,10 +138,15 @@ class RulesPolicy:
         }
 
     The most specific pattern that names the action decides ("db.table", then
-    "db.*", then "*"). Requirements: ``anyone``, ``authenticated``, ``staff``,
-    ``superuser``, ``nobody``, a Django permission name, or a list of those
-    (any one suffices). Permission answers are cached per connection until
-    ``refresh()`` (called before each revocation check).
+    "db.*", then "*"). A push's action is its op (``insert``, ``upsert``,
+    ``update``, ``replace``, ``delete``) or ``push``, which stands for all of
+    them; within one pattern the op wins. Requirements: ``anyone``,
+    ``authenticated``, ``staff``, ``superuser``, ``nobody``, a Django permission
+    name, or a list of those (any one suffices). Permission answers are cached
+    per connection until ``refresh()`` (called before each revocation check).
+
+    With a row rule (``filter_change``), a write is allowed only when every
+    document it touches is visible to the user, before and after (``can_write``).
     """
 
     def __init__(self, rules: dict[str, Any] | None = None) -> None:
@@ -148,18 +159,50 @@ class RulesPolicy:
         self._cache.clear()
 
     def requirement(self, stream: str, action: str) -> Any:
+        """The requirement of ``action`` on ``stream``: an op is decided by the most
+        specific pattern naming it or ``push`` (the op first)."""
         database = stream.split(".", 1)[0]
+        names = (action, "push") if action in OPS else (action,)
         for pattern in (stream, f"{database}.*", "*"):
             rule = self.rules.get(pattern)
-            if isinstance(rule, dict) and action in rule:
-                return rule[action]
+            if not isinstance(rule, dict):
+                continue
+            for name in names:
+                if name in rule:
+                    return rule[name]
         return "nobody"
 
     async def can_subscribe(self, user: Any, stream: str) -> bool:
         return await self._allows(user, self.requirement(stream, "subscribe"))
 
     async def can_push(self, user: Any, stream: str, op: str) -> bool:
-        return await self._allows(user, self.requirement(stream, "push"))
+        return await self._allows(user, self.requirement(stream, op if op in OPS else "push"))
+
+    def writes_guarded(self) -> bool:
+        """Whether ``can_write`` has anything to say: only under a row rule."""
+        return has_row_rule(self)
+
+    async def can_write(
+        self, user: Any, stream: str, op: str, key: Any, new: Any, old: Any
+    ) -> bool:
+        """Under a row rule: the document written over (``old``) and the one written
+        (``new``) must both be visible to ``user``. An op that writes over a document
+        (all but ``insert``) finding none is refused as if it were hidden: a missing
+        document and a hidden one get the same answer."""
+        if not has_row_rule(self):
+            return True
+        if op != "insert" and old is None:
+            return False
+        for document in (old, new):
+            if document is not None and not await self.sees(user, stream, document):
+                return False
+        return True
+
+    async def sees(self, user: Any, stream: str, document: dict[str, Any]) -> bool:
+        """Whether the row rule shows ``document`` to ``user`` (as in a snapshot)."""
+        change = {"type": "initial", "old_val": None, "new_val": document}
+        shown = await apply_row_rule(self, user, stream, change)
+        return shown is not None and shown.get("new_val") is not None
 
     async def _allows(self, user: Any, requirement: Any) -> bool:
         items = requirement if isinstance(requirement, list | tuple) else [requirement]
@@ -208,6 +251,34 @@ def has_row_rule(policy: Any) -> bool:
     return callable(getattr(policy, "filter_change", None))
 
 
+def guards_writes(policy: Any) -> bool:
+    """Whether a browser's pushes are checked document by document: the policy has
+    ``can_write`` (and, if it has ``writes_guarded()``, that says so)."""
+    if not callable(getattr(policy, "can_write", None)):
+        return False
+    guarded = getattr(policy, "writes_guarded", None)
+    return bool(guarded()) if callable(guarded) else True
+
+
+async def may_write(
+    policy: Any, user: Any, stream: str, op: str, key: Any, new: Any, old: Any
+) -> bool:
+    """The policy's ``can_write`` for one document; ``new`` and ``old`` as browsers
+    see documents (times and binary as text)."""
+    return await ask(
+        policy.can_write, user, stream, op, key, json_safe(_copy(new)), json_safe(_copy(old))
+    )
+
+
+def _copy(document: Any) -> Any:
+    # json_safe changes containers in place: the raw documents are written afterwards.
+    if isinstance(document, dict):
+        return {name: _copy(value) for name, value in document.items()}
+    if isinstance(document, list):
+        return [_copy(value) for value in document]
+    return document
+
+
 async def apply_row_rule(policy: Any, user: Any, stream: str, change: dict[str, Any]) -> Any:
     """The policy's ``filter_change(user, stream, change)``, if it has one: the change,
     a redacted copy (a side set to None is hidden), or None to hide it all.
@@ -223,7 +294,9 @@ async def apply_row_rule(policy: Any, user: Any, stream: str, change: dict[str, 
             return await rule(user, stream, change)
         return await sync_to_async(rule, thread_sensitive=True)(user, stream, change)
     except Exception as error:
-        raise RowRuleError(stream, f"{type(policy).__name__}.filter_change: {error!r}") from error
+        # The class only: the error's text may quote the document (it is logged).
+        detail = f"{type(policy).__name__}.filter_change raised {type(error).__name__}"
+        raise RowRuleError(stream, detail) from error
 
 
 class RowRuleError(Exception):

@@ -10,7 +10,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from .conf import get_settings
-from .pushes import UNAVAILABLE, PushError, build_push
+from .push_coalescer import coalescer_for
+from .push_replies import replies_for, tagged_id
+from .pushes import UNAVAILABLE, PushError, build_push, check_json
 from .redis_layer import LAYER_ERRORS
 
 # Retries wait this long (with jitter), doubling up to RETRY_MAX_DELAY.
@@ -66,38 +68,54 @@ async def apush_to_flow(
     layer = channel_layer or get_channel_layer()
     if layer is None:
         raise PushError("no channel layer is configured (CHANNEL_LAYERS)")
-    if wait and reply_channel is None:
-        reply_channel = await layer.new_channel("changeflow-reply.")
-    message = build_push(
-        database,
-        table,
-        data,
-        op=op,
-        key=key,
-        reply_channel=reply_channel,
-        id=id,
-        idempotency_key=idempotency_key,
-    )
-    if not wait:
-        await layer.send(get_settings().channel, message)
-        return None
-    assert reply_channel is not None
-    delay = RETRY_DELAY
-    for attempt in range(retries + 1):
-        last = attempt == retries
-        try:
-            await layer.send(get_settings().channel, message)
-            result: dict[str, Any] = await asyncio.wait_for(layer.receive(reply_channel), timeout)
-        except RETRYABLE:
-            if last:
-                raise
-        else:
-            if result.get("ok"):
-                return result
-            if last or result.get("code") != UNAVAILABLE:
-                raise PushFailed(result)
-        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 2, RETRY_MAX_DELAY)
+    # Waited for without a reply channel of the caller's: answered on the process's
+    # (push_replies.py), with the other pushes of the worker's round.
+    shared = await replies_for(layer) if wait and reply_channel is None else None
+    if shared is not None:
+        check_json(id, "id")
+        reply_channel = shared.channel
+    number, answer = shared.expect() if shared is not None else (0, None)
+    try:
+        message = build_push(
+            database,
+            table,
+            data,
+            op=op,
+            key=key,
+            reply_channel=reply_channel,
+            id=tagged_id(number, id) if shared is not None else id,
+            idempotency_key=idempotency_key,
+            batch_answers=shared is not None,
+        )
+        # Pushes of this process waiting together go as one message (push_coalescer.py).
+        coalescer = coalescer_for(layer, get_settings().channel)
+        if not wait:
+            await coalescer.send(message)
+            return None
+        assert reply_channel is not None
+        delay = RETRY_DELAY
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                await coalescer.send(message)
+                result: dict[str, Any] = await asyncio.wait_for(
+                    # Shielded: a retry still takes the first attempt's late answer.
+                    asyncio.shield(answer) if answer is not None else layer.receive(reply_channel),
+                    timeout,
+                )
+            except RETRYABLE:
+                if last:
+                    raise
+            else:
+                if result.get("ok"):
+                    return result
+                if last or result.get("code") != UNAVAILABLE:
+                    raise PushFailed(result)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+    finally:
+        if shared is not None:
+            shared.forget(number)
     raise AssertionError("unreachable")  # the last attempt returned or raised
 
 

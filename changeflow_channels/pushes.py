@@ -16,6 +16,15 @@ from .names import InvalidName, stream_name
 
 PUSH_TYPE = "changeflow.push"
 RESULT_TYPE = "changeflow.push.result"
+# A consumer asks the worker for the documents a push would write over (``push_guard``).
+READ_TYPE = "changeflow.push.read"
+READ_RESULT_TYPE = "changeflow.push.read.result"
+# Several pushes of one process in one message (push_coalescer.py): {"pushes": [push, ...]}.
+BATCH_TYPE = "changeflow.push.batch"
+MAX_BATCH = 100
+# Several answers to one reply channel in one message, for pushes that ask for it
+# (``"batch_answers": true``): {"results": [result, ...]}, in the order received.
+RESULTS_TYPE = "changeflow.push.results"
 OPS = ("insert", "upsert", "update", "replace", "delete")
 # The driver refuses deeper documents ("Nesting depth limit exceeded"); we say so first.
 MAX_DEPTH = 20
@@ -51,6 +60,9 @@ class PushRequest:
     id: Any = None
     # Pushes into one table with one key are written once (worker/idempotency.py).
     idempotency_key: str | None = None
+    # A checked write (web/push_guard.py): [key, old, new] per document, each written
+    # only if the document is still ``old`` (compare-and-swap); None: a plain write.
+    expect: list[list[Any]] | None = None
 
     @property
     def stream(self) -> str:
@@ -95,6 +107,20 @@ def check_json(value: Any, path: str = "data", depth: int = 0) -> None:
             check_json(item, f"{path}.{key}", depth + 1)
         return
     raise PushError(f"{path} is a {type(value).__name__}, which is not JSON")
+
+
+def check_expect(expect: Any) -> None:
+    """``expect`` is a list of ``[key, old, new]``: a key, and two documents or nulls
+    (raw ReQL pseudo-types allowed: they are what the worker read)."""
+    if not isinstance(expect, list) or not expect:
+        raise PushError("expect must be a non-empty list of [key, old, new]")
+    for index, entry in enumerate(expect):
+        if not isinstance(entry, list | tuple) or len(entry) != 3:
+            raise PushError(f"expect[{index}] must be [key, old, new]")
+        _check_key(entry[0])
+        for document in entry[1:]:
+            if document is not None and not isinstance(document, dict):
+                raise PushError(f"expect[{index}] must hold documents (objects) or nulls")
 
 
 def _check_text(text: str, path: str) -> None:
@@ -158,6 +184,11 @@ def parse_push(message: Any) -> PushRequest:
     idempotency_key = message.get("idempotency_key")
     if idempotency_key is not None:
         check_idempotency_key(idempotency_key)
+    expect = message.get("expect")
+    if expect is not None:
+        check_expect(expect)
+    if not isinstance(message.get("batch_answers", False), bool):
+        raise PushError("batch_answers must be true or false")
     if op in ("insert", "upsert"):
         _check_documents(data, op)
     elif op in ("update", "replace"):
@@ -182,7 +213,20 @@ def parse_push(message: Any) -> PushRequest:
         reply_channel=reply_channel,
         id=message.get("id"),
         idempotency_key=idempotency_key,
+        expect=[list(entry) for entry in expect] if expect is not None else None,
     )
+
+
+def batch_pushes(message: dict[str, Any]) -> list[Any]:
+    """The pushes of a ``changeflow.push.batch`` (raises ``PushError`` for a batch
+    that is not a list of 1 to ``MAX_BATCH`` messages). Each push is checked on its
+    own, as any ``changeflow.push``."""
+    pushes = message.get("pushes")
+    if not isinstance(pushes, list) or not pushes:
+        raise PushError("a batch needs pushes: a non-empty list of push messages")
+    if len(pushes) > MAX_BATCH:
+        raise PushError(f"a batch holds at most {MAX_BATCH} pushes, not {len(pushes)}")
+    return pushes
 
 
 def build_push(
@@ -195,8 +239,11 @@ def build_push(
     reply_channel: str | None = None,
     id: Any = None,
     idempotency_key: str | None = None,
+    expect: list[list[Any]] | None = None,
+    batch_answers: bool = False,
 ) -> dict[str, Any]:
-    """The ``changeflow.push`` message, validated (raises ``PushError``)."""
+    """The ``changeflow.push`` message, validated (raises ``PushError``).
+    ``batch_answers``: its answer may come in a ``changeflow.push.results``."""
     message: dict[str, Any] = {
         "type": PUSH_TYPE,
         "database": database,
@@ -213,6 +260,10 @@ def build_push(
         message["id"] = id
     if idempotency_key is not None:
         message["idempotency_key"] = idempotency_key
+    if expect is not None:
+        message["expect"] = expect
+    if batch_answers:
+        message["batch_answers"] = True
     parse_push(message)
     return message
 
@@ -221,10 +272,77 @@ def build_push(
 INVALID = "invalid"  # refused before writing: not a valid push (fix the push)
 REJECTED = "rejected"  # RethinkDB refused the write: a duplicate key, a query error
 UNAVAILABLE = "unavailable"  # not written for now: RethinkDB unreachable, an internal error
-ERROR_CODES = (INVALID, REJECTED, UNAVAILABLE)
+# A checked write (``expect``) found a document changed since it was read: not written.
+CONFLICT = "conflict"
+# An update found no document under its key (RethinkDB: ``skipped``): nothing was written.
+NOT_FOUND = "not_found"
+ERROR_CODES = (INVALID, REJECTED, UNAVAILABLE, CONFLICT, NOT_FOUND)
 
 
 def error_result(request_id: Any, error: str, code: str) -> dict[str, Any]:
     """The ``changeflow.push.result`` of a push not written: ``error`` says what went
     wrong, ``code`` (one of ``ERROR_CODES``) what the sender can do about it."""
     return {"type": RESULT_TYPE, "id": request_id, "ok": False, "error": error, "code": code}
+
+
+def write_entries(request: PushRequest, pk: str) -> list[tuple[Any, Any]]:
+    """The documents an ``update``, ``replace``, ``delete`` or ``upsert`` writes over,
+    each as ``(key, part)``: ``part`` is the push's document for that key, its primary
+    key set (None for a delete). ``pk``: the table's primary key field. Raises
+    ``PushError`` (a document without its key, a key given twice, ...)."""
+    op, key = request.op, request.key
+    entries: list[tuple[Any, Any]] = []
+    if op == "insert":
+        raise PushError("an insert writes over no document")
+    if op == "delete" and key is not None:
+        entries = [(key, None)]
+    elif op == "delete":
+        for doc in request.documents:
+            found = doc.get(pk) if isinstance(doc, dict) else doc
+            if found is None:
+                raise PushError(f"delete: every document needs its primary key `{pk}`")
+            _check_key(found)
+            entries.append((found, None))
+    elif key is not None and op in ("update", "replace"):
+        doc = dict(request.data)
+        if pk in doc and doc[pk] != key:
+            raise PushError(f"{op}: the document's `{pk}` differs from key {key!r}")
+        entries = [(key, {**doc, pk: key})]
+    else:
+        for index, doc in enumerate(request.documents):
+            if pk not in doc:
+                raise PushError(
+                    f"{op}: document {index} has no primary key `{pk}`"
+                    + (" and no key given" if op != "upsert" else "")
+                )
+            _check_key(doc[pk])
+            entries.append((doc[pk], doc))
+    seen: list[Any] = []
+    for found, _ in entries:
+        if found in seen:
+            raise PushError(f"{op}: key {found!r} is given twice")
+        seen.append(found)
+    return entries
+
+
+def merge(old: Any, part: Any) -> Any:
+    """RethinkDB's ``merge`` (what ``update`` does): objects merged recursively,
+    anything else in ``part`` taking the place of what ``old`` has."""
+    if not isinstance(old, dict) or not isinstance(part, dict):
+        return part
+    merged = dict(old)
+    for name, value in part.items():
+        merged[name] = merge(old[name], value) if name in old else value
+    return merged
+
+
+def new_document(op: str, old: Any, part: Any) -> Any:
+    """What the document of one entry (``write_entries``) becomes: None for none
+    (deleted, or an update of a missing document: nothing written)."""
+    if op == "delete":
+        return None
+    if op == "replace":
+        return part
+    if old is None:
+        return part if op == "upsert" else None
+    return merge(old, part)

@@ -36,6 +36,7 @@ from channels.utils import await_many_dispatch
 from channels_redis import core
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -101,17 +102,25 @@ def pool_options(host: dict[str, Any]) -> dict[str, Any]:
     return {**defaults, **host}
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """redis-py's pool of a Sentinel master (every new connection asks the Sentinels where
+    the master is), blocking as ``BlockingConnectionPool`` does."""
+
+
 class RedisChannelLayer(core.RedisChannelLayer):
     """channels_redis's ``RedisChannelLayer`` with a blocking pool of connections
     that reconnects once when Redis restarted (``CHANNEL_LAYERS``'s ``BACKEND``:
-    ``"changeflow_channels.redis_layer.RedisChannelLayer"``). Sentinel hosts keep
-    channels_redis's own pool."""
+    ``"changeflow_channels.redis_layer.RedisChannelLayer"``), a Sentinel host's too
+    (after a failover: once on the promoted replica)."""
 
     def create_pool(self, index: int) -> Any:
-        host = dict(self.hosts[index])
-        if "master_name" in host:
-            return super().create_pool(index)
-        options = pool_options(host)
+        options = pool_options(dict(self.hosts[index]))
+        if "master_name" in options:  # channels_redis's Sentinel host
+            master_name = options.pop("master_name")
+            sentinels = Sentinel(
+                options.pop("sentinels"), sentinel_kwargs=options.pop("sentinel_kwargs", None)
+            )
+            return BlockingSentinelConnectionPool(master_name, sentinels, **options)
         address = options.pop("address", None)
         if address is not None:
             return BlockingConnectionPool.from_url(address, **options)

@@ -17,6 +17,34 @@ MAX_CHANNEL_LENGTH = 80
 CHANNEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
 
 
+def is_sentinel_host(value: Any) -> bool:
+    """A channels_redis host naming a Sentinel master: ``{"sentinels": [(host, port), ...],
+    "master_name": name}`` (more keys: redis-py's connection options, ``sentinel_kwargs``)."""
+    if not isinstance(value, dict) or "address" in value:
+        return False
+    name, sentinels = value.get("master_name"), value.get("sentinels")
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and isinstance(sentinels, list | tuple)
+        and bool(sentinels)
+        and all(
+            isinstance(s, list | tuple)
+            and len(s) == 2
+            and isinstance(s[0], str)
+            and is_integer(s[1])
+            for s in sentinels
+        )
+    )
+
+
+def is_redis(value: Any) -> bool:
+    """``CHANGEFLOW_REDIS``: None, a Redis URL, or a Sentinel host."""
+    if value is None or is_sentinel_host(value):
+        return True
+    return isinstance(value, str) and value.startswith(REDIS_SCHEMES)
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -35,6 +63,10 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "positive": (is_positive_number, "a positive number"),
     "count": (lambda v: is_integer(v) and v > 0, "a positive integer"),
     "count0": (lambda v: is_integer(v) and v >= 0, "an integer of at least 0"),
+    "count_or_none": (
+        lambda v: v is None or (is_integer(v) and v > 0),
+        "a positive integer or None",
+    ),
     "bool": (lambda v: isinstance(v, bool), "True or False"),
     "age": (
         lambda v: is_positive_number(v) or (isinstance(v, timedelta) and v > timedelta(0)),
@@ -46,10 +78,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
         ),
         "a channel name",
     ),
-    "redis": (
-        lambda v: v is None or (isinstance(v, str) and v.startswith(REDIS_SCHEMES)),
-        "a Redis URL or None",
-    ),
+    "redis": (is_redis, "a Redis URL, a Sentinel host or None"),
     "port": (
         lambda v: v is None or (is_integer(v) and 0 <= v <= 65535),
         "a TCP port number or None",
@@ -68,10 +97,46 @@ PLAIN: dict[str, tuple[str, str, str]] = {
         "count",
         "the changes RethinkDB queues for a feed not read yet (changefeed_queue_size)",
     ),
+    # E060, E061: many tables (issue 17)
+    "feed_connections": (
+        "E060",
+        "count_or_none",
+        "the connections to RethinkDB the feeds of all tables share (None: one per table)",
+    ),
+    "memory_budget": (
+        "E061",
+        "count_or_none",
+        "the bytes the histories and mirrors of all tables may take together (None: no bound)",
+    ),
     "recheck_every": ("E034", "seconds", "the seconds between permission re-checks"),
+    "recheck_grace": (
+        "E056",
+        "seconds",
+        "the seconds a failing permission re-check keeps subscriptions before ending them",
+    ),
+    "token_connections": (
+        "E055",
+        "count",
+        "the most websockets open at once per token, and per user among token connections",
+    ),
     "max_frame_bytes": ("E036", "count", "the largest frame a client may send, in bytes"),
     "max_subscriptions": ("E037", "count", "the most subscriptions per connection"),
     "push_rate": ("E038", "positive", "the pushes per second a connection may make"),
+    "subscribe_rate": (
+        "E057",
+        "positive",
+        "the subscribe frames per second a connection may send (bursts of twice that)",
+    ),
+    "sync_rate": (
+        "E058",
+        "positive",
+        "the snapshots and resumes (since) per second a connection may ask for",
+    ),
+    "sync_burst": (
+        "E059",
+        "count",
+        "the snapshots and resumes (since) a connection may ask for at once",
+    ),
     "max_document_bytes": ("E039", "count", "the largest pushed data, in bytes of JSON"),
     "send_queue": ("E040", "count", "the most frames waiting for a slow client"),
     "send_queue_bytes": ("E041", "count", "the most bytes waiting for a slow client"),
@@ -97,6 +162,11 @@ PLAIN: dict[str, tuple[str, str, str]] = {
     ),
     "clean_every": ("E016", "seconds", "the seconds between two autoclean rounds"),
     "lease_time": ("E006", "seconds", "the seconds a worker's lease on a table lasts"),
+    "lease_replicas": (
+        "E062",
+        "count0",
+        "the Redis replicas that must acknowledge a lease taken or renewed (0: none)",
+    ),
 }
 
 
@@ -117,7 +187,9 @@ HINTED: dict[str, tuple[str, str, str]] = {
     "redis": (
         "E007",
         "redis",
-        'For example "redis://127.0.0.1:6379/0"; None uses the channel layer\'s Redis.',
+        'For example "redis://127.0.0.1:6379/0", or {"sentinels": [("sentinel1", 26379), '
+        '("sentinel2", 26379)], "master_name": "changeflow"}; None uses the channel '
+        "layer's Redis.",
     ),
     "metrics_port": ("E008", "port", "For example 9108; None serves no metrics from the worker."),
 }

@@ -59,6 +59,33 @@ def parse_since(since: Any) -> tuple[str | None, int] | None:
     return epoch, seq
 
 
+# A frame's ``cursor`` is far shorter (web/positions.py); longer is not one.
+MAX_CURSOR_CHARS = 256
+
+
+@dataclass(frozen=True)
+class ClientSince:
+    """A client's ``since``: its position, and the ``cursor`` of the frame it
+    resumes after, when it had one (subscriptions under a row rule)."""
+
+    position: tuple[str | None, int]
+    cursor: str | None = None
+
+
+def parse_client_since(since: Any) -> ClientSince | None:
+    """A subscribe frame's ``since``: ``{"epoch": ..., "seq": ..., "cursor": ...}``
+    (``cursor`` optional); raises ``SyncError`` when malformed."""
+    position = parse_since(since)
+    if position is None:
+        return None
+    cursor = since.get("cursor")
+    if cursor is not None and (
+        not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii()
+    ):
+        raise SyncError("since.cursor must be the cursor of a frame (a short string)")
+    return ClientSince(position, cursor)
+
+
 def parse_sync(message: dict[str, Any]) -> SyncRequest:
     try:
         stream_name(message.get("database"), message.get("table"))

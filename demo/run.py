@@ -55,7 +55,9 @@ class Launcher:
         self.cleanups: list = []
 
     def start(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        child = subprocess.Popen(argv, cwd=DEMO, env={**os.environ, **env})
+        # A session of its own: Ctrl-C reaches only this launcher, which stops everything in
+        # order (Daphne, the worker, then Redis and RethinkDB), so nobody sees its servers go.
+        child = subprocess.Popen(argv, cwd=DEMO, env={**os.environ, **env}, start_new_session=True)
         self.children.append(child)
         return child
 
@@ -69,6 +71,7 @@ class Launcher:
         server = ManagedProcess(
             [sys.executable, "-m", "changeflow_channels.testing.reql_server", "--port", str(port)],
             env={"PYTHONPATH": str(REPO)},
+            new_session=True,
         )
         server.wait_for(r"listening on", 30)
         self.cleanups.append(server.stop)
@@ -86,7 +89,7 @@ class Launcher:
             )
         from changeflow_channels.testing.processes import RedisServer
 
-        server = RedisServer()
+        server = RedisServer(new_session=True)
         server.start()
         self.cleanups.append(server.stop)
         return server.url, f"a redis-server of its own at {server.url}"
@@ -119,7 +122,7 @@ class Launcher:
                 [
                     sys.executable,
                     "-m",
-                    "daphne",
+                    "changeflow_channels.serve",  # Daphne, as the README runs it
                     "-b",
                     host,
                     "-p",
@@ -143,21 +146,29 @@ class Launcher:
             )
         wait_for_port(host, port, web)
         say(f"Demo running at http://{host}:{port}/  (Ctrl-C stops it)")
-        say(f"Write directly with the driver: python demo/write_direct.py --url {rethinkdb_url}")
+        # This interpreter (the venv's): a bare ``python`` may lack the driver.
+        python = (
+            os.path.relpath(sys.executable)
+            if sys.executable.startswith(os.getcwd())
+            else sys.executable
+        )
+        say(f"Write directly with the driver: {python} demo/write_direct.py --url {rethinkdb_url}")
         while all(child.poll() is None for child in self.children):
             time.sleep(0.2)
         say("a process of the demo exited; stopping the others")
         return 1
 
     def stop(self) -> None:
-        for child in self.children:
+        """In dependency order: Daphne (no new websockets), the worker (it answers the pushes
+        it holds), then Redis and RethinkDB, each once the one before has exited."""
+        for child in reversed(self.children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in self.children:
             try:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 child.kill()
+                child.wait()
         for cleanup in reversed(self.cleanups):
             cleanup()
 
@@ -168,16 +179,18 @@ def run_embedded(host: str, port: int) -> None:
 
     django.setup()
     from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server, twisted_loop  # installs Twisted's asyncio reactor
+    from daphne.server import twisted_loop  # installs Twisted's asyncio reactor
     from demo.asgi import application
 
     from changeflow_channels.management.commands.changeflow import configure_logging
+    from changeflow_channels.serve import ChangeflowServer
     from changeflow_channels.worker import create_worker
 
     configure_logging(True)
     worker = create_worker()
     twisted_loop.call_soon(lambda: twisted_loop.create_task(worker.arun()))
-    Server(application, endpoints=build_endpoint_description_strings(host=host, port=port)).run()
+    endpoints = build_endpoint_description_strings(host=host, port=port)
+    ChangeflowServer(application, endpoints=endpoints).run()
 
 
 def main() -> int:

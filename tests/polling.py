@@ -1,8 +1,10 @@
-"""Waiting on state that can only be read, not awaited (Redis keys, a metrics page)."""
+"""Waiting on state that can only be read, not awaited (Redis keys, a metrics page), and on
+log records (``LogEvent``)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -28,3 +30,19 @@ async def poll_until(
         if loop.time() > deadline:
             raise AssertionError(failure(value))
         await asyncio.sleep(POLL_EVERY)
+
+
+class LogEvent(logging.Handler):
+    """Sets ``event`` when a record containing ``text`` is logged (from any thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.seen = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen = True
+            self.loop.call_soon_threadsafe(self.event.set)

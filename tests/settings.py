@@ -25,13 +25,15 @@ ROOT_URLCONF = "tests.urls"
 ASGI_APPLICATION = "tests.asgi.application"
 
 REDIS_URL = os.environ.get("CHANGEFLOW_TEST_REDIS_URL")
-if REDIS_URL:
+# JSON: a channels_redis host naming a Sentinel master (tests/sentinel/), instead of the URL.
+REDIS_SENTINEL = os.environ.get("CHANGEFLOW_TEST_REDIS_SENTINEL")
+if REDIS_URL or REDIS_SENTINEL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "changeflow_channels.redis_layer.RedisChannelLayer",
             # A test may give its own workers a namespace of their own.
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [json.loads(REDIS_SENTINEL) if REDIS_SENTINEL else REDIS_URL],
                 "prefix": os.environ.get("CHANGEFLOW_TEST_REDIS_PREFIX", "asgi"),
                 # A tiny capacity makes group_send drop messages (fault tests).
                 "capacity": int(os.environ.get("CHANGEFLOW_TEST_CAPACITY", "100")),
@@ -59,12 +61,22 @@ if os.environ.get("CHANGEFLOW_TEST_HISTORY"):
     CHANGEFLOW_HISTORY = int(os.environ["CHANGEFLOW_TEST_HISTORY"])
 if os.environ.get("CHANGEFLOW_TEST_FEED_QUEUE_SIZE"):
     CHANGEFLOW_FEED_QUEUE_SIZE = int(os.environ["CHANGEFLOW_TEST_FEED_QUEUE_SIZE"])
+if os.environ.get("CHANGEFLOW_TEST_FEED_CONNECTIONS"):
+    CHANGEFLOW_FEED_CONNECTIONS = int(os.environ["CHANGEFLOW_TEST_FEED_CONNECTIONS"])
+if os.environ.get("CHANGEFLOW_TEST_MEMORY_BUDGET"):
+    CHANGEFLOW_MEMORY_BUDGET = int(os.environ["CHANGEFLOW_TEST_MEMORY_BUDGET"])
+if os.environ.get("CHANGEFLOW_TEST_SYNC_BURST"):  # tests/bridge/test_workers.py
+    CHANGEFLOW_SYNC_BURST = int(os.environ["CHANGEFLOW_TEST_SYNC_BURST"])
 if os.environ.get("CHANGEFLOW_TEST_SNAPSHOT_LIMIT"):
     CHANGEFLOW_SNAPSHOT_LIMIT = int(os.environ["CHANGEFLOW_TEST_SNAPSHOT_LIMIT"])
 if os.environ.get("CHANGEFLOW_TEST_TABLES"):  # JSON
     CHANGEFLOW_TABLES = json.loads(os.environ["CHANGEFLOW_TEST_TABLES"])
 # Leases (several workers) expire fast in tests: a killed worker's tables move soon.
 CHANGEFLOW_LEASE_TIME = float(os.environ.get("CHANGEFLOW_TEST_LEASE_TIME", "5"))
+if os.environ.get("CHANGEFLOW_TEST_LEASE_REPLICAS"):
+    CHANGEFLOW_LEASE_REPLICAS = int(os.environ["CHANGEFLOW_TEST_LEASE_REPLICAS"])
+if os.environ.get("CHANGEFLOW_TEST_CHANGEFLOW_REDIS"):  # JSON: a URL or a Sentinel host
+    CHANGEFLOW_REDIS = json.loads(os.environ["CHANGEFLOW_TEST_CHANGEFLOW_REDIS"])
 if os.environ.get("CHANGEFLOW_TEST_CLEAN_EVERY"):
     CHANGEFLOW_CLEAN_EVERY = float(os.environ["CHANGEFLOW_TEST_CLEAN_EVERY"])
 

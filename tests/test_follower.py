@@ -89,6 +89,25 @@ async def test_connect_fails_n_times_then_the_session_runs_with_the_waits_double
     ]
 
 
+async def test_the_waits_start_again_after_a_session_that_progressed(server, caplog):
+    """A follower that got going (a feed caught up) and then failed waits the first delay
+    again: the same outage going on doubles the wait, a new one does not inherit it."""
+    server()
+    caplog.set_level(logging.WARNING, "changeflow_channels")
+    following = follower(delay=0.01, max_delay=0.08)
+
+    async def session(conn: FakeConn) -> bool:
+        if conn.number == 3:
+            following.progressed()
+        if conn.number == 5:
+            return True
+        raise ReqlDriverError("Connection is closed.")
+
+    await asyncio.wait_for(following.follow(session), 5)
+    waits = [record.getMessage().rsplit(" ", 2)[1] for record in caplog.records]
+    assert waits == ["0.01", "0.02", "0.04", "0.01", "0.02"]
+
+
 async def test_a_session_that_is_not_done_runs_again_on_a_new_connection(server):
     fake = server()
     retried: list[int] = []

@@ -60,6 +60,9 @@ SETTINGS = {
     "CHANGEFLOW_MAX_FRAME_BYTES": MAX_FRAME_BYTES,
     "CHANGEFLOW_MAX_SUBSCRIPTIONS": 1000,
     "CHANGEFLOW_PUSH_RATE": 10_000.0,
+    "CHANGEFLOW_SUBSCRIBE_RATE": 10_000.0,
+    "CHANGEFLOW_SYNC_RATE": 10_000.0,
+    "CHANGEFLOW_SYNC_BURST": 10_000,
     "CHANGEFLOW_SYNC_TIMEOUT": 600.0,
     "CHANGEFLOW_RECHECK_EVERY": 3600.0,
 }
@@ -268,6 +271,12 @@ async def test_valid_frames_succeed(sent: list[dict[str, Any]]) -> None:
     async with session() as client:
         for frame in sent:
             answer = await client.answer(json.dumps(frame))
+            if answer.get("code") == "rate_limited" and "retry_after" in answer:
+                # Another sub of the stream waits for its snapshot or replay (the stand-in
+                # never answers): one at a time per stream and connection (issue 15).
+                assert frame["action"] == "subscribe", (frame, answer)
+                assert frame.get("snapshot") or frame.get("since"), (frame, answer)
+                continue
             assert answer["event"] == SUCCESS[frame["action"]], (frame, answer)
             if "id" in frame:
                 assert answer["id"] == frame["id"]

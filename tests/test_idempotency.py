@@ -364,3 +364,17 @@ async def test_a_worker_stopping_cancels_the_expiry_round_still_running(rethinkd
     writer.push_keys.close()
     await asyncio.wait([expiring], timeout=5)
     assert expiring.cancelled()
+
+
+async def test_the_records_table_gets_a_replica_on_each_server(faulty_rethinkdb):
+    """Three replicas where RethinkDB has three servers (tests/cluster/); here, on one
+    server, the refused three and two end in one, and the records work."""
+    writer = make_writer(faulty_rethinkdb.url)
+    assert (await once(writer, push("replicas", {"n": 1})))["ok"]
+    r = RethinkDB()
+    with r.connect(faulty_rethinkdb.host, faulty_rethinkdb.port) as conn:
+        config = r.db(push_keys.DATABASE).table(push_keys.TABLE).config().run(conn)
+        assert push_keys.AT_INDEX in r.db(push_keys.DATABASE).table(
+            push_keys.TABLE
+        ).index_list().run(conn)
+    assert [len(shard["replicas"]) for shard in config["shards"]] == [1]

@@ -146,12 +146,27 @@ async def test_pushes_beyond_the_burst_are_rate_limited_and_the_rate_refills() -
         answer = await c.send({**push, "id": 10})
         assert error(answer) == ("error", "rate_limited"), answer
         assert answer["id"] == 10 and "5 pushes per second" in answer["message"]
+        assert 0 < answer["retry_after"] <= 1 / rate  # when the next token is there
         # Subscriptions are not pushes: they are not limited by it.
         assert (await c.send({"action": "subscribe", "stream": "db.t"}))["event"] == "subscribed"
         await asyncio.sleep(1.5 / rate)  # the time for one push to refill (and a half)
         assert (await c.send({**push, "id": 11}))["event"] == "pushed"
         assert error(await c.send({**push, "id": 12})) == ("error", "rate_limited")
     assert [m["id"] for m in c.worker.received] == [*range(10), 11]
+
+
+async def test_a_burst_of_pushes_beyond_the_rate_is_told_to_wait_not_closed() -> None:
+    """Pushes refused for the rate carry ``retry_after`` and do not count as abuse (4008,
+    past 50 refused frames): an application pushing many at once is slowed, not cut off."""
+    async with client(CHANGEFLOW_PUSH_RATE=5.0) as c:
+        push = {"action": "push", "stream": "db.t", "data": {"n": 1}}
+        answers = [await c.send({**push, "id": n}) for n in range(100)]
+        assert [a["event"] for a in answers[:10]] == ["pushed"] * 10
+        assert {error(a) for a in answers[10:]} == {("error", "rate_limited")}
+        assert all(a["retry_after"] > 0 for a in answers[10:])
+        # Still open.
+        assert (await c.send({"action": "subscribe", "stream": "db.t"}))["event"] == "subscribed"
+    assert len(c.worker.received) == 10
 
 
 async def test_the_push_rate_is_per_connection() -> None:
@@ -254,7 +269,8 @@ async def test_a_client_sending_many_bad_frames_is_closed_with_4008() -> None:
 
 async def test_an_honest_busy_client_is_not_closed() -> None:
     """Many frames, all good, and a few refused ones spread among them: no close."""
-    async with client(CHANGEFLOW_PUSH_RATE=1000.0) as c:
+    # Subscribing 150 times in a moment is beyond CHANGEFLOW_SUBSCRIBE_RATE: not this test's.
+    async with client(CHANGEFLOW_PUSH_RATE=1000.0, CHANGEFLOW_SUBSCRIBE_RATE=1000.0) as c:
         for n in range(150):
             stream = f"db.t{n % 7}"
             assert (await c.send({"action": "subscribe", "stream": stream}))["event"] == (

@@ -52,6 +52,7 @@ def test_the_check_is_registered_by_the_app():
 # (setting, value); each must pass on its own.
 GOOD = [
     ("RETHINKDB", "rethinkdbs://user:pw@db.example:28016"),
+    ("RETHINKDB", "rethinkdb://user:pw@db1:28015,db2,db3:28016/app"),
     ("WATCH", ["shop.*", "log.events"]),
     ("WATCH", ("*",)),
     ("WATCH", []),
@@ -65,19 +66,31 @@ GOOD = [
     ("HISTORY", 0),
     ("SNAPSHOT_LIMIT", 1),
     ("FEED_QUEUE_SIZE", 200),
+    ("FEED_CONNECTIONS", 1),
+    ("FEED_CONNECTIONS", None),
+    ("MEMORY_BUDGET", None),
+    ("MEMORY_BUDGET", 1),
     ("RULES", {}),
     ("RECHECK_EVERY", 5),
     ("TOKEN_MAX_AGE", 3600),
     ("TOKEN_MAX_AGE", 0.5),
     ("TOKEN_MAX_AGE", timedelta(hours=2)),
+    ("RECHECK_GRACE", 0.5),
+    ("TOKEN_CONNECTIONS", 1),
+    ("ALLOWED_ORIGINS", None),
+    ("ALLOWED_ORIGINS", ["https://example.com", "HTTP://LocalHost:8000", "http://[::1]:80"]),
+    ("ALLOWED_ORIGINS", []),
     ("MAX_FRAME_BYTES", 1),
     ("MAX_SUBSCRIPTIONS", 1),
     ("PUSH_RATE", 0.5),
     ("PUSH_RATE", 100),
+    ("SUBSCRIBE_RATE", 0.5),
+    ("SYNC_RATE", 0.1),
+    ("SYNC_BURST", 1),
     ("MAX_DOCUMENT_BYTES", 10_000_000),
     ("SEND_QUEUE", 1),
     ("SEND_QUEUE_BYTES", 1 << 30),
-    ("MAX_SENT_FRAME_BYTES", 4 << 20),
+    ("MAX_SENT_FRAME_BYTES", 1 << 20),  # up to Daphne's default limit (W009 past it)
     ("SEND_WINDOW", 1),
     ("SEND_WINDOW_BYTES", 1 << 20),
     ("BATCH_SIZE", 1),
@@ -89,8 +102,12 @@ GOOD = [
     ("MODELS", {"shop.Order": {"events": "cu", "fields": ["status"]}}),
     ("MODELS_DB", "mirror_db"),
     ("LEASE_TIME", 3),
+    ("LEASE_REPLICAS", 0),
+    ("LEASE_REPLICAS", 1),
     ("REDIS", "rediss://user:pw@redis.example:6380/1"),
     ("REDIS", "unix:///run/redis.sock"),
+    ("REDIS", {"sentinels": [("s1", 26379), ["s2", 26379]], "master_name": "changeflow"}),
+    ("REDIS", {"sentinels": [("s1", 26379)], "master_name": "m", "password": "pw", "db": 1}),
     ("METRICS_PORT", 9108),
     ("METRICS_PORT", 0),
     ("METRICS_PER_TABLE", False),
@@ -99,7 +116,10 @@ GOOD = [
 
 @pytest.mark.parametrize(("name", "value"), GOOD, ids=[f"{n}={v!r}" for n, v in GOOD])
 def test_a_good_value_passes(name, value):
-    with override_settings(**{f"CHANGEFLOW_{name}": value}):
+    # Leases on a Sentinel master want a replica's acknowledgement as well (W010).
+    sentinel = name == "REDIS" and isinstance(value, dict)
+    replicas = {"CHANGEFLOW_LEASE_REPLICAS": 1} if sentinel else {}
+    with override_settings(**{f"CHANGEFLOW_{name}": value}, **replicas):
         assert check_settings() == []
 
 
@@ -107,10 +127,13 @@ POSITIVE_SECONDS = ["0", 0, -1, float("nan"), float("inf"), None, True]
 POSITIVE_INTEGERS = [0, -5, 1000.0, "1000", None, True]
 
 # (setting, bad value, the one id it gives, words of its message).
+NOT_REDIS = "must be a Redis URL, a Sentinel host or None"
 BAD = [
     ("RETHINKDB", "http://localhost", "E001", "not a valid server URL"),
     ("RETHINKDB", "rethinkdb://", "E001", "not a valid server URL"),
     ("RETHINKDB", "rethinkdb://host:notaport", "E001", "not a valid server URL"),
+    ("RETHINKDB", "rethinkdb://db1,,db2", "E001", "an empty host in the list"),
+    ("RETHINKDB", "rethinkdb://db1,db2:notaport", "E001", "invalid port"),
     ("RETHINKDB", 42, "E001", "expected a string"),
     ("WATCH", "*", "E002", "must be a list of patterns, not '*'"),
     ("WATCH", "shop.orders", "E002", "must be a list of patterns, not 'shop.orders'"),
@@ -140,6 +163,16 @@ BAD = [
     ("HISTORY", "1000", "E031", "an integer of at least 0"),
     *[("SNAPSHOT_LIMIT", v, "E032", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("FEED_QUEUE_SIZE", v, "E053", "a positive integer") for v in POSITIVE_INTEGERS],
+    *[
+        ("FEED_CONNECTIONS", v, "E060", "a positive integer or None")
+        for v in POSITIVE_INTEGERS
+        if v is not None
+    ],
+    *[
+        ("MEMORY_BUDGET", v, "E061", "a positive integer or None")
+        for v in POSITIVE_INTEGERS
+        if v is not None
+    ],
     ("RULES", [], "E033", "must be a dict of pattern: rule, not []"),
     ("RULES", "shop.*", "E033", "must be a dict of pattern: rule"),
     ("RULES", {"shop": {"subscribe": "anyone"}}, "E033", "pattern 'shop' must be"),
@@ -154,12 +187,26 @@ BAD = [
     ("TOKEN_MAX_AGE", "86400", "E035", "a positive number of seconds"),
     ("TOKEN_MAX_AGE", timedelta(0), "E035", "a positive number of seconds"),
     ("TOKEN_MAX_AGE", None, "E035", "a positive number of seconds"),
+    *[("RECHECK_GRACE", v, "E056", "a positive number of seconds") for v in POSITIVE_SECONDS],
+    ("TOKEN_CONNECTIONS", 0, "E055", "a positive integer, not 0"),
+    ("TOKEN_CONNECTIONS", 2.0, "E055", "a positive integer"),
+    ("ALLOWED_ORIGINS", "https://example.com", "E054", "is not a list of origins"),
+    ("ALLOWED_ORIGINS", ["https://example.com/"], "E054", "is not an origin"),
+    ("ALLOWED_ORIGINS", ["example.com"], "E054", "is not an origin"),
+    ("ALLOWED_ORIGINS", ["https://example.com:99999"], "E054", "no valid port"),
+    ("ALLOWED_ORIGINS", ["https://user@example.com"], "E054", "is not an origin"),
     *[("MAX_FRAME_BYTES", v, "E036", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("MAX_SUBSCRIPTIONS", v, "E037", "a positive integer") for v in POSITIVE_INTEGERS],
     ("PUSH_RATE", 0, "E038", "a positive number, not 0"),
     ("PUSH_RATE", -1.5, "E038", "a positive number"),
     ("PUSH_RATE", "20", "E038", "a positive number"),
     ("PUSH_RATE", float("inf"), "E038", "a positive number"),
+    ("SUBSCRIBE_RATE", 0, "E057", "a positive number, not 0"),
+    ("SUBSCRIBE_RATE", "10", "E057", "a positive number"),
+    ("SYNC_RATE", -1, "E058", "a positive number"),
+    ("SYNC_RATE", float("nan"), "E058", "a positive number"),
+    ("SYNC_BURST", 0, "E059", "a positive integer, not 0"),
+    ("SYNC_BURST", 2.5, "E059", "a positive integer"),
     *[("MAX_DOCUMENT_BYTES", v, "E039", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SEND_QUEUE", v, "E040", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SEND_QUEUE_BYTES", v, "E041", "a positive integer") for v in POSITIVE_INTEGERS],
@@ -169,10 +216,7 @@ BAD = [
     *[("BATCH_SIZE", v, "E042", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("BATCH_BYTES", v, "E043", "a positive integer") for v in POSITIVE_INTEGERS],
     *[("SYNC_TIMEOUT", v, "E044", "a positive number of seconds") for v in POSITIVE_SECONDS],
-    *[
-        ("IDEMPOTENCY_WINDOW", v, "E046", "a positive number of seconds")
-        for v in POSITIVE_SECONDS
-    ],
+    *[("IDEMPOTENCY_WINDOW", v, "E046", "a positive number of seconds") for v in POSITIVE_SECONDS],
     ("TABLES", ["shop.orders"], "E010", "must be a dict"),
     ("TABLES", "shop.orders", "E010", "must be a dict"),
     ("TABLES", {"shop.orders": {"pk": "uid"}}, "E011", "unknown key(s) 'pk'"),
@@ -186,9 +230,20 @@ BAD = [
     ("MODELS_DB", "", "E026", "must be a non-empty string"),
     ("MODELS_DB", None, "E026", "must be a non-empty string"),
     *[("LEASE_TIME", v, "E006", "a positive number of seconds") for v in POSITIVE_SECONDS],
-    ("REDIS", "127.0.0.1:6379", "E007", "must be a Redis URL or None"),
-    ("REDIS", "http://redis", "E007", "must be a Redis URL or None"),
-    ("REDIS", 6379, "E007", "must be a Redis URL or None"),
+    ("LEASE_REPLICAS", -1, "E062", "an integer of at least 0"),
+    ("LEASE_REPLICAS", "1", "E062", "an integer of at least 0"),
+    ("LEASE_REPLICAS", None, "E062", "an integer of at least 0"),
+    ("LEASE_REPLICAS", True, "E062", "an integer of at least 0"),
+    ("REDIS", "127.0.0.1:6379", "E007", NOT_REDIS),
+    ("REDIS", "http://redis", "E007", NOT_REDIS),
+    ("REDIS", 6379, "E007", NOT_REDIS),
+    ("REDIS", {"sentinels": [("s1", 26379)]}, "E007", NOT_REDIS),
+    ("REDIS", {"master_name": "m"}, "E007", NOT_REDIS),
+    ("REDIS", {"sentinels": [], "master_name": "m"}, "E007", NOT_REDIS),
+    ("REDIS", {"sentinels": ["s1:26379"], "master_name": "m"}, "E007", NOT_REDIS),
+    ("REDIS", {"sentinels": [("s1", "26379")], "master_name": "m"}, "E007", NOT_REDIS),
+    ("REDIS", {"sentinels": [("s1", 26379)], "master_name": ""}, "E007", NOT_REDIS),
+    ("REDIS", {"address": "redis://x", "master_name": "m"}, "E007", NOT_REDIS),
     ("METRICS_PORT", -1, "E008", "must be a TCP port number or None"),
     ("METRICS_PORT", 70000, "E008", "must be a TCP port number or None"),
     ("METRICS_PORT", "9108", "E008", "must be a TCP port number or None"),
@@ -292,6 +347,32 @@ def test_pubsub_layer_warns_that_several_workers_would_each_write_each_push():
     assert warning.id == "changeflow_channels.W003" and "one worker" in warning.hint
 
 
+SENTINEL = {
+    "sentinels": [("127.0.0.1", 26379)],
+    "master_name": "changeflow",
+    "socket_timeout": None,
+}
+
+
+def test_leases_on_a_sentinel_master_without_replicas_acknowledging_warn():
+    on_sentinel = {"default": {**REDIS, "CONFIG": {"hosts": [SENTINEL]}}}
+    with override_settings(CHANNEL_LAYERS=on_sentinel):
+        [warning] = check_settings()
+        assert warning.id == "changeflow_channels.W010"
+        assert "CHANGEFLOW_LEASE_REPLICAS = 1" in warning.hint
+        with override_settings(CHANGEFLOW_LEASE_REPLICAS=1):
+            assert check_settings() == []
+        # The leases elsewhere: a plain Redis of their own.
+        with override_settings(CHANGEFLOW_REDIS="redis://127.0.0.1:6379/1"):
+            assert check_settings() == []
+    # The layer on a plain Redis, the leases on a Sentinel master.
+    plain = {"hosts": [{"address": "redis://x", "socket_timeout": None}]}
+    with override_settings(
+        CHANNEL_LAYERS={"default": {**REDIS, "CONFIG": plain}}, CHANGEFLOW_REDIS=SENTINEL
+    ):
+        assert ids(check_settings()) == ["changeflow_channels.W010"]
+
+
 def test_short_lease_time_warns_and_a_sound_one_passes():
     with override_settings(CHANGEFLOW_LEASE_TIME=1.0):
         [warning] = check_settings()
@@ -351,7 +432,7 @@ def test_conf_reads_every_setting_with_its_default():
     defaults()["CHANGEFLOW_WATCH"].append("x")
     assert defaults()["CHANGEFLOW_WATCH"] == ["*"]
     assert setting_name("send_queue") == "CHANGEFLOW_SEND_QUEUE"
-    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 35
+    assert len(dataclasses.fields(ChangeflowSettings)) == len(defaults()) == 44
 
 
 def test_nothing_but_conf_reads_a_changeflow_setting():

@@ -14,7 +14,7 @@ from changeflow_channels.tables.config import (
     parse_tables,
 )
 
-TABLE_IDS = {f"changeflow_channels.E01{n}" for n in range(7)}  # TABLES, CLEAN_EVERY
+TABLE_IDS = {f"changeflow_channels.E01{n}" for n in range(8)}  # TABLES, CLEAN_EVERY
 
 
 def check_tables():
@@ -29,6 +29,7 @@ GOOD = {
     },
     "testdb.log": {"retention": {"field": "at", "max_rows": 1000}},
     "testdb.plain": {},
+    "testdb.replicated": {"replicas": 3, "shards": 2},
 }
 
 
@@ -48,6 +49,9 @@ def test_a_good_setting_parses_into_typed_objects():
     assert log.primary_key == "id" and log.indexes == ()
     assert log.retention == Retention("at", max_rows=1000)
     assert tables[("testdb", "plain")].retention is None
+    assert (log.replicas, log.shards) == (1, 1)
+    replicated = tables[("testdb", "replicated")]
+    assert (replicated.replicas, replicated.shards) == (3, 2)
 
 
 def test_a_good_setting_passes_the_checks():
@@ -140,6 +144,12 @@ BAD = [
         "E015",
         "compound index",
     ),
+    ("no replicas", {"db.t": {"replicas": 0}}, "E017", "replicas must be a positive integer"),
+    ("replicas as text", {"db.t": {"replicas": "3"}}, "E017", "replicas must be"),
+    ("replicas as bool", {"db.t": {"replicas": True}}, "E017", "replicas must be"),
+    ("replicas as float", {"db.t": {"replicas": 3.0}}, "E017", "replicas must be"),
+    ("negative shards", {"db.t": {"shards": -1}}, "E017", "shards must be a positive integer"),
+    ("too many shards", {"db.t": {"shards": 65}}, "E017", "of at most 64"),
 ]
 
 

@@ -18,6 +18,9 @@ from changeflow_channels.tables.ddl import TableRegistry, create_indexes
 from changeflow_channels.tables.setup import TableSetup
 from changeflow_channels.worker.push_writer import PushWriter
 
+from .conftest import USING_REAL_RETHINKDB
+from .polling import LogEvent
+
 SPEC = {
     "primary_key": "uid",
     "indexes": ["created", ["by_user_and_day", ["user", "day"]]],
@@ -29,22 +32,6 @@ async def db(ar, rethinkdb_target, dbname):
     conn = await ar.connect(**rethinkdb_target.connect_kwargs())
     yield ar, conn, dbname
     await conn.close(noreply_wait=False)
-
-
-class LogEvent(logging.Handler):
-    """Sets ``event`` when a record containing ``text`` is logged."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
-        self.event = asyncio.Event()
-        self.loop = asyncio.get_running_loop()
-        self.seen = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.text in record.getMessage():
-            self.seen = True
-            self.loop.call_soon_threadsafe(self.event.set)
 
 
 @pytest.fixture
@@ -230,3 +217,12 @@ async def test_set_up_recovers_when_the_connection_drops_while_waiting_for_index
         await assert_configured(r, conn, "shop", "orders")
     finally:
         await conn.close(noreply_wait=False)
+
+
+@pytest.mark.skipif(not USING_REAL_RETHINKDB, reason="the ReQL test server has one shard per table")
+async def test_a_configured_table_is_created_with_its_shards(db):
+    r, conn, dbname = db
+    registry = TableRegistry(r, parse_tables({f"{dbname}.t": {"shards": 2, "replicas": 1}}))
+    await registry.ensure(conn, dbname, "t")
+    config = await r.db(dbname).table("t").config().run(conn)
+    assert [len(shard["replicas"]) for shard in config["shards"]] == [1, 1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -173,6 +174,28 @@ async def test_giving_up_many_tables_never_fences_the_tables_kept(redis_server):
     assert [kind for _, kind, _ in feeds_a.events].count("drop") == 0, feeds_a.events
     await a.stop()
     await b.stop()
+
+
+class BusyStarts(Feeds):
+    """Starting a feed keeps the event loop busy for a while, as thousands of
+    feeds starting at once do in a worker."""
+
+    def start_feed(self, stream: str, announce_initial: bool) -> None:
+        time.sleep(LEASE / 30)  # blocking on purpose: the loop's own work
+        super().start_feed(stream, announce_initial)
+
+
+async def test_taking_many_tables_never_fences_the_tables_taken_first(redis_server):
+    """40 tables taken while each feed start keeps the loop busy 50 ms: 2 s of taking,
+    twice the fence (1 s). Before: one round took them all, one by one, and the first
+    ones' fence passed before the next round could renew them, so they were stopped
+    ("lease not renewed") and taken again, over and over (a worker of 3,000 tables on
+    a real RethinkDB never got ready)."""
+    streams = [f"db.t{n}" for n in range(40)]
+    a, feeds = sharing(redis_server, "a", streams, BusyStarts)
+    await feeds.until(lambda: len(feeds.following()) == 40, 20)
+    assert [kind for _, kind, _ in feeds.events].count("drop") == 0, feeds.events
+    await a.stop()
 
 
 async def test_a_table_dropped_and_created_again_while_its_lease_is_held_is_followed_again(

@@ -7,11 +7,15 @@
             "primary_key": "uid",                                   # default "id"
             "indexes": ["created", ["by_user_and_day", ["user", "day"]]],
             "retention": {"field": "created", "max_age": 86400},    # or "max_rows": 1000
+            "replicas": 3,                                          # default 1
+            "shards": 1,                                            # default 1
         },
     }
 
 An index is a name (an index on the field of that name) or ``[name, [field, ...]]``
-(a compound index on those fields). ``parse_tables`` turns the setting into typed
+(a compound index on those fields). ``replicas`` and ``shards`` are given to
+``table_create`` when the worker creates the table (an existing table is left as
+it is). ``parse_tables`` turns the setting into typed
 objects or raises ``TableConfigError`` (a ``ValueError``) saying what is wrong;
 ``table_problems`` lists every problem (for ``manage.py check``).
 """
@@ -26,7 +30,7 @@ from typing import Any
 
 from ..names import InvalidName, parse_stream
 
-TABLE_KEYS = ("primary_key", "indexes", "retention")
+TABLE_KEYS = ("primary_key", "indexes", "retention", "replicas", "shards")
 RETENTION_KEYS = ("field", "max_age", "max_rows")
 # A plain (top-level) field name; index names follow RethinkDB's rule for names.
 FIELD_RE = re.compile(r"[A-Za-z0-9_$-]+")
@@ -39,15 +43,20 @@ BAD_PRIMARY_KEY = "changeflow_channels.E012"
 BAD_INDEX = "changeflow_channels.E013"
 BAD_RETENTION = "changeflow_channels.E014"
 BAD_RETENTION_FIELD = "changeflow_channels.E015"
+BAD_PLACEMENT = "changeflow_channels.E017"
+# RethinkDB's own bounds: at most 64 shards, and a replica per server.
+MAX_SHARDS = 64
 HINTS = {
     BAD_STREAM: 'Keys are "database.table" streams with names of A-Z, a-z, 0-9, _ and -.',
-    UNKNOWN_KEY: 'A table takes "primary_key", "indexes" and "retention"; a '
-    'retention takes "field" and one of "max_age" or "max_rows".',
+    UNKNOWN_KEY: 'A table takes "primary_key", "indexes", "retention", "replicas" and '
+    '"shards"; a retention takes "field" and one of "max_age" or "max_rows".',
     BAD_PRIMARY_KEY: 'For example "primary_key": "uid" (the default is "id").',
     BAD_INDEX: 'For example "indexes": ["created", ["by_user_and_day", ["user", "day"]]].',
     BAD_RETENTION: 'For example "retention": {"field": "created", "max_age": 86400} '
     'or {"field": "created", "max_rows": 1000}.',
     BAD_RETENTION_FIELD: "Name the document field holding the time (or a simple index on it).",
+    BAD_PLACEMENT: 'For example "replicas": 3, "shards": 1 (positive integers; at most '
+    f"{MAX_SHARDS} shards; no more replicas than servers).",
 }
 
 
@@ -86,6 +95,8 @@ class TableConfig:
     primary_key: str = "id"
     indexes: tuple[IndexSpec, ...] = field(default_factory=tuple)
     retention: Retention | None = None
+    replicas: int = 1
+    shards: int = 1
 
     @property
     def stream(self) -> str:
@@ -180,6 +191,13 @@ def _problems(stream: str, spec: dict[str, Any]) -> Iterator[TableConfigError]:
         seen.add(index.name)
     if "retention" in spec:
         yield from _retention_problems(stream, spec["retention"], indexes)
+    for key, most in (("replicas", None), ("shards", MAX_SHARDS)):
+        value = spec.get(key, 1)
+        if not _positive(value, integer=True) or (most is not None and value > most):
+            bound = f" of at most {most}" if most is not None else ""
+            yield TableConfigError(
+                f"{stream}: {key} must be a positive integer{bound}, not {value!r}", BAD_PLACEMENT
+            )
 
 
 def _retention_problems(
@@ -279,6 +297,8 @@ def _build(stream: str, spec: dict[str, Any]) -> TableConfig:
         primary_key=spec.get("primary_key", "id"),
         indexes=tuple(_index(raw) for raw in spec.get("indexes", [])),
         retention=retention,
+        replicas=spec.get("replicas", 1),
+        shards=spec.get("shards", 1),
     )
 
 

@@ -31,9 +31,18 @@ async def table_exists(r: RethinkDB, conn: Any, database: str, table: str) -> bo
 
 
 async def create_table(
-    r: RethinkDB, conn: Any, database: str, table: str, primary_key: str = "id"
+    r: RethinkDB,
+    conn: Any,
+    database: str,
+    table: str,
+    primary_key: str = "id",
+    *,
+    replicas: int = 1,
+    shards: int = 1,
 ) -> None:
     """Create the database and the table unless they exist; wait until the table is ready.
+
+    A new table gets ``replicas`` and ``shards`` (an existing one keeps its own).
 
     Two workers (or two pushes) may race to create the same table: a refused
     create of what exists now is success here, two tables of one name are made one again, and
@@ -46,16 +55,27 @@ async def create_table(
     except ReqlOpFailedError:
         if not await database_exists(r, conn, database):
             raise
-    options = {} if primary_key == "id" else {"primary_key": primary_key}
+    options: dict[str, Any] = {} if primary_key == "id" else {"primary_key": primary_key}
+    if replicas != 1 or shards != 1:
+        options.update(replicas=replicas, shards=shards)
     try:
         await r.db(database).table_create(table, **options).run(conn)
-        logger.info("created table %s.%s (primary key %s)", database, table, primary_key)
+        logger.info(
+            "created table %s.%s (primary key %s, %d replica(s), %d shard(s))",
+            database,
+            table,
+            primary_key,
+            replicas,
+            shards,
+        )
     except ReqlOpFailedError:
         if not await table_exists(r, conn, database, table):
             raise
     # Racing creates (another worker, another client) may have made two tables.
     await repair_table(r, conn, database, table)
-    await r.db(database).table(table).wait().run(conn)
+    # Not wait()'s default (every replica ready): a table of several replicas with
+    # one server down takes writes (and feeds) all the same.
+    await r.db(database).table(table).wait(wait_for="ready_for_writes").run(conn)
 
 
 def index_create_query(r: RethinkDB, table: Any, index: IndexSpec) -> Any:
@@ -120,7 +140,15 @@ class TableRegistry:
         if config is None:
             await create_table(self.r, conn, database, table)
             return
-        await create_table(self.r, conn, database, table, config.primary_key)
+        await create_table(
+            self.r,
+            conn,
+            database,
+            table,
+            config.primary_key,
+            replicas=config.replicas,
+            shards=config.shards,
+        )
         names = await create_indexes(self.r, conn, config)
         if names is not None:
             await wait_indexes(self.r, conn, config, names)

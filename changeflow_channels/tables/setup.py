@@ -72,7 +72,15 @@ class TableSetup(Follower):
         """Create one table and its missing indexes; a refusal (not a lost connection) is
         logged and the table skipped."""
         try:
-            await create_table(self.r, conn, config.database, config.table, config.primary_key)
+            await create_table(
+                self.r,
+                conn,
+                config.database,
+                config.table,
+                config.primary_key,
+                replicas=config.replicas,
+                shards=config.shards,
+            )
             return await create_indexes(self.r, conn, config)
         except ReqlError as error:
             if is_connection_error(error, conn):

@@ -61,8 +61,15 @@ class ManagedProcess:
     """A subprocess whose output (stdout and stderr merged) is collected line by line."""
 
     def __init__(
-        self, args: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+        self,
+        args: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        new_session: bool = False,
     ) -> None:
+        """``new_session``: the process leads a session (and process group) of its own, so
+        that a terminal's Ctrl-C does not reach it: its owner stops it, in its own order."""
         self.args = list(args)
         self.lines: list[str] = []
         self._new_lines: queue.Queue[str | None] = queue.Queue()
@@ -75,6 +82,7 @@ class ManagedProcess:
             cwd=cwd,
             text=True,
             bufsize=1,
+            start_new_session=new_session,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -147,8 +155,9 @@ class ManagedProcess:
 class RedisServer:
     """A throwaway ``redis-server`` on a free port, keeping nothing on disk."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, new_session: bool = False) -> None:
         self.port = port or reusable_port()
+        self.new_session = new_session  # see ManagedProcess
         self.process: ManagedProcess | None = None
         self._dir = tempfile.mkdtemp(prefix="changeflow-redis-")
 
@@ -175,7 +184,8 @@ class RedisServer:
                 self._dir,
                 "--loglevel",
                 "notice",
-            ]
+            ],
+            new_session=self.new_session,
         )
         self.process.wait_for(r"[Rr]eady to accept connections", timeout=15)
 
@@ -249,10 +259,13 @@ class RethinkDBServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, *, extra_args: Sequence[str] = ()) -> None:
+        """``extra_args``: more options of the command line (``--server-name``,
+        ``--join``: see ``cluster.py``)."""
         self.binary = os.path.abspath(binary)
         self.port = reusable_port()
         self.cluster_port = reusable_port(taken=[self.port])
+        self.extra_args = list(extra_args)
         self.process: ManagedProcess | None = None
         self.frozen = False
         self._root = tempfile.mkdtemp(prefix="changeflow-rethinkdb-")
@@ -270,10 +283,14 @@ class RethinkDBServer:
     def output(self) -> str:
         return self.process.output if self.process is not None else ""
 
+    def alive(self) -> bool:
+        """Whether the server's process runs (not stopped, killed or crashed)."""
+        return self.process is not None and self.process.process.poll() is None
+
     def start(self) -> None:
         """Start (on the same ports and data directory as before); wait until every
         table of every database is ready."""
-        if self.process is not None and self.process.process.poll() is None:
+        if self.alive():
             return
         if not os.access(self.binary, os.X_OK):
             raise RuntimeError(f"no RethinkDB server binary at {self.binary}")
@@ -290,6 +307,7 @@ class RethinkDBServer:
                 "--cluster-port",
                 str(self.cluster_port),
                 "--no-http-admin",
+                *self.extra_args,
             ]
         )
         self.process.wait_for(RETHINKDB_READY, timeout=RETHINKDB_START_TIMEOUT)
@@ -374,11 +392,20 @@ WORKER_READY = r"changeflow worker ready"
 
 
 def start_daphne(
-    application: str, port: int, *, env: dict[str, str] | None = None, cwd: str | None = None
+    application: str,
+    port: int,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    options: Sequence[str] = (),
+    module: str = "changeflow_channels.serve",
 ) -> ManagedProcess:
-    """Daphne serving ``application`` on 127.0.0.1:``port``; wait for ``DAPHNE_READY``."""
+    """Daphne serving ``application`` on 127.0.0.1:``port``, as the README runs it
+    (``changeflow_channels.serve``, with Daphne's ``options``; ``module="daphne"``: plain
+    Daphne, which lets the frame limits disagree); wait for ``DAPHNE_READY``."""
+    address = ["-b", "127.0.0.1", "-p", str(port)]
     return ManagedProcess(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), application],
+        [sys.executable, "-m", module, *address, *options, application],
         env=env,
         cwd=cwd,
     )

@@ -256,11 +256,15 @@ class ClientConnection:
             cursor = _SequenceCursor(result.items, batch_rows)
             await self._send_sequence_batch(token, cursor)
         else:
+            batch = result.first_batch()
+            if result.done:  # a `.limit(n)` feed already complete
+                result.close()
+                await self._send(token, {"t": ResponseType.SUCCESS_SEQUENCE, "r": batch})
+                return
             self.cursors[token] = result
             self.feed_notes[token] = list(result.notes)
             await self._send(
-                token,
-                {"t": ResponseType.SUCCESS_PARTIAL, "r": result.first_batch(), "n": result.notes},
+                token, {"t": ResponseType.SUCCESS_PARTIAL, "r": batch, "n": result.notes}
             )
 
     async def _send_sequence_batch(self, token: int, cursor: _SequenceCursor) -> None:
@@ -294,6 +298,12 @@ class ClientConnection:
             if not isinstance(exc, ReqlServerError):
                 logger.exception("feed %d failed in the engine", token)
             await self._send_error(token, _as_server_error(exc))
+            return
+        if cursor.done:  # the feed's `.limit(n)` is reached: it ends as a sequence
+            self.cursors.pop(token, None)
+            self.feed_notes.pop(token, None)
+            cursor.close()
+            await self._send(token, {"t": ResponseType.SUCCESS_SEQUENCE, "r": batch})
             return
         await self._send(
             token, {"t": ResponseType.SUCCESS_PARTIAL, "r": batch, "n": self.feed_notes[token]}

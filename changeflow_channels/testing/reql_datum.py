@@ -11,6 +11,7 @@ import base64
 import json
 import math
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -22,6 +23,33 @@ PTYPE = "$reql_type$"
 # < PTYPE<...> (by pseudo-type name, then value) < STRING.
 _RANK_ARRAY, _RANK_BOOL, _RANK_NULL, _RANK_NUMBER = 0, 1, 2, 3
 _RANK_OBJECT, _RANK_PTYPE, _RANK_STRING = 4, 5, 6
+
+
+class Bound:
+    """``r.minval`` / ``r.maxval``: datums below and above every other one. They
+    compare and index but cannot be sent or stored (no JSON form)."""
+
+    __slots__ = ("key", "name")
+
+    def __init__(self, key: tuple, name: str) -> None:
+        self.key, self.name = key, name
+
+    def __repr__(self) -> str:
+        return f"r.{self.name.lower()}"
+
+
+@dataclass
+class Literal:
+    """``r.literal(value)`` inside a merge/update: replace instead of merging. It is no
+    datum: anywhere else it is a stray literal."""
+
+    value: Any = None
+    present: bool = False
+
+
+# Sort keys below and above every datum key (ranks are 0..6).
+MINVAL = Bound((-1,), "MINVAL")
+MAXVAL = Bound((99,), "MAXVAL")
 
 
 def type_name(value: Any) -> str:
@@ -39,6 +67,8 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         ptype = value.get(PTYPE)
         return f"PTYPE<{ptype}>" if ptype is not None else "OBJECT"
+    if isinstance(value, Bound):
+        return value.name
     raise TypeError(f"not a datum: {value!r}")
 
 
@@ -69,7 +99,29 @@ def sort_key(value: Any) -> tuple:
         if ptype is not None:
             return (_RANK_PTYPE, str(ptype), pairs)
         return (_RANK_OBJECT, pairs)
+    if isinstance(value, Bound):
+        return value.key
     raise TypeError(f"not a datum: {value!r}")
+
+
+def check_json(value: Any) -> None:
+    """Refuse what has no JSON form, as the real server does when it sends a value."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ReqlQueryLogicError(f"Non-finite number: {value!r}")
+    elif isinstance(value, Bound):
+        raise ReqlQueryLogicError(f"Cannot convert `{value!r}` to JSON.")
+    elif isinstance(value, Literal):
+        raise ReqlQueryLogicError(
+            "Stray literal keyword found: literal is only legal inside of the object passed "
+            "to merge or update and cannot nest inside other literals."
+        )
+    elif isinstance(value, list):
+        for item in value:
+            check_json(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            check_json(item)
 
 
 def reql_cmp(a: Any, b: Any) -> int:
@@ -91,8 +143,11 @@ def truthy(value: Any) -> bool:
 
 
 def num(value: float) -> int | float:
-    """Integral doubles go back as integers, as the real server's JSON has them."""
+    """Integral doubles go back as integers, as the real server's JSON has them
+    (but -0.0, which it writes as such)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        if value == 0 and math.copysign(1.0, value) < 0:
+            return value
         return int(value)
     return value
 
@@ -118,19 +173,100 @@ def make_binary(data: bytes) -> dict[str, Any]:
 
 
 def binary_bytes(value: dict[str, Any]) -> bytes:
-    return base64.b64decode(value.get("data", ""))
+    data = "".join(str(value.get("data", "")).split()).rstrip("=")
+    return base64.b64decode(data + "=" * (-len(data) % 4))
+
+
+def check_tz(tz: str) -> str:
+    """A time zone as the real server writes it (``+HH:MM``), or its error."""
+    if tz in ("-00", "-00:00"):
+        raise ReqlQueryLogicError(f"`{tz}` is not a valid time offset.")
+    if tz == "Z":
+        return "+00:00"
+    if tz[:1] not in ("-", "+"):
+        raise ReqlQueryLogicError(f"Timezone `{tz}` does not start with `-` or `+`.")
+    digits = tz[1:].replace(":", "", 1) if tz[3:4] == ":" else tz[1:]
+    if len(digits) == 2:
+        digits += "00"
+    if len(digits) != 4 or not digits.isdigit():
+        raise ReqlQueryLogicError(f"Garbage characters in timezone string `{tz}`.")
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if hours > 24:
+        raise ReqlQueryLogicError(f"Hours out of range in `{tz}`.")
+    if minutes > 59:
+        raise ReqlQueryLogicError(f"Minutes out of range in `{tz}`.")
+    return f"{tz[0]}{digits[:2]}:{digits[2:]}"
 
 
 def parse_tz(tz: str) -> timezone:
     """``+HH:MM`` / ``-HH:MM`` / ``Z`` to a ``datetime.timezone``."""
-    if tz in ("Z", "z"):
-        return timezone.utc
+    text = check_tz(tz)
+    sign = -1 if text[0] == "-" else 1
+    return timezone(sign * timedelta(hours=int(text[1:3]), minutes=int(text[4:6])))
+
+
+def sanitize_ptype(value: dict[str, Any]) -> dict[str, Any]:
+    """A pseudo-type written in a query, checked and normalized as the real server
+    does: a TIME keeps milliseconds and a ``+HH:MM`` zone, a BINARY valid base64."""
+    ptype = value[PTYPE]
+    if ptype == "TIME":
+        return _sanitize_time(value)
+    if ptype == "BINARY":
+        for key in value:
+            if key not in (PTYPE, "data"):
+                raise ReqlQueryLogicError(f"Invalid binary pseudotype: illegal `{key}` key.")
+        if "data" not in value:
+            raise ReqlQueryLogicError("Invalid binary pseudotype: lacking `data` key.")
+        _check_base64(value["data"])
+    return value
+
+
+def _sanitize_time(value: dict[str, Any]) -> dict[str, Any]:
+    problem = ""
+    for key, item in value.items():
+        if key == "epoch_time" and not (isinstance(item, (int, float)) and item is not True):
+            problem = f"field `epoch_time` must be a number (got `{short(item)}` of type {type_name(item)})"
+        elif key == "timezone" and not isinstance(item, str):
+            problem = (
+                f"field `timezone` must be a string (got `{short(item)}` of type {type_name(item)})"
+            )
+        elif key not in (PTYPE, "epoch_time", "timezone"):
+            problem = f"unrecognized field `{key}`"
+        if problem:
+            break
+    if not problem and "epoch_time" not in value:
+        problem = "no field `epoch_time`"
+    elif not problem and "timezone" not in value:
+        problem = "no field `timezone`"
+    if problem:
+        raise ReqlQueryLogicError(f"Invalid time object constructed ({problem}):\n{short(value)}")
     try:
-        sign = -1 if tz[0] == "-" else 1
-        hours, _, minutes = tz[1:].partition(":")
-        return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
-    except (ValueError, IndexError):
-        raise ReqlQueryLogicError(f"Invalid time zone format `{tz}`.") from None
+        tz = check_tz(value["timezone"])
+    except ReqlQueryLogicError:
+        raise ReqlQueryLogicError(
+            f"Invalid time object constructed (invalid timezone string "
+            f"`{short(value['timezone'])}`):\n{short(value)}"
+        ) from None
+    return make_time(value["epoch_time"], tz)
+
+
+_B64 = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _check_base64(data: Any) -> None:
+    if not isinstance(data, str):
+        raise ReqlQueryLogicError(f"Expected type STRING but found {type_name(data)}.")
+    body, _, rest = data.partition("=")
+    chars = [c for c in body if c not in "\r\n \t"]
+    for char in chars:
+        if char not in _B64:
+            raise ReqlQueryLogicError(f"Invalid base64 character found: '{char}'.")
+    if len(chars) % 4 == 1:
+        raise ReqlQueryLogicError(
+            "Invalid base64 length: 1 character remaining, cannot decode a full byte."
+        )
+    if rest.strip("=\r\n \t"):
+        raise ReqlQueryLogicError("Invalid base64 format, data found after padding character '='.")
 
 
 def format_tz(tzinfo: Any) -> str:
@@ -155,9 +291,21 @@ def parse_iso8601(text: str, default_tz: str | None = None) -> dict[str, Any]:
     return make_time(parsed.timestamp(), format_tz(parsed.tzinfo))
 
 
+# The years this RethinkDB build's time library accepts (official builds: up to 10000).
+MIN_YEAR, MAX_YEAR = 1400, 9999
+
+
 def time_to_datetime(value: dict[str, Any]) -> datetime:
     tz = parse_tz(value.get("timezone") or "+00:00")
-    return datetime.fromtimestamp(value["epoch_time"], tz)
+    try:
+        moment = datetime.fromtimestamp(value["epoch_time"], tz)
+    except (ValueError, OverflowError, OSError):
+        moment = None
+    if moment is None or not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise ReqlQueryLogicError(
+            f"Error in time logic: Year is out of valid range: {MIN_YEAR}..{MAX_YEAR}."
+        )
+    return moment
 
 
 def to_iso8601(value: dict[str, Any]) -> str:
@@ -177,9 +325,10 @@ def _print_number(value: float) -> str:
     return repr(value)
 
 
-def pretty(value: Any, depth: int = 1) -> str:
+def pretty(value: Any, depth: int = 1, arrays: bool = False) -> str:
     """Print a datum as the real server does in error messages (cJSON style:
-    one key per line, tab indentation, ``"key":<TAB>value``, keys sorted)."""
+    one key per line, tab indentation, ``"key":<TAB>value``, keys sorted); with
+    ``arrays``, one array element per line too (``info``'s ``value``)."""
     if value is None:
         return "null"
     if value is True:
@@ -191,12 +340,16 @@ def pretty(value: Any, depth: int = 1) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
-        return "[" + ", ".join(pretty(item, depth + 1) for item in value) + "]"
-    if not value:
-        return "{\n" + "\t" * (depth - 1) + "}"
+        if arrays and value:
+            inner = "\t" * depth
+            items = [f"{inner}{pretty(item, depth + 1, arrays)}" for item in value]
+            return "[\n" + ",\n".join(items) + "\n" + "\t" * (depth - 1) + "]"
+        return "[" + ", ".join(pretty(item, depth + 1, arrays) for item in value) + "]"
+    if not value:  # cJSON: "{}" alone, the brace on its own line when nested
+        return "{}" if depth == 1 else "{\n" + "\t" * (depth - 1) + "}"
     inner = "\t" * depth
     lines = [
-        f"{inner}{json.dumps(k, ensure_ascii=False)}:\t{pretty(value[k], depth + 1)}"
+        f"{inner}{json.dumps(k, ensure_ascii=False)}:\t{pretty(value[k], depth + 1, arrays)}"
         for k in sorted(value)
     ]
     return "{\n" + ",\n".join(lines) + "\n" + "\t" * (depth - 1) + "}"

@@ -16,14 +16,18 @@ import json
 import logging
 from typing import Any
 
+from .reql_check import check
+from .reql_datum import check_json
 from .reql_errors import (
     ReqlInternalError,
     ReqlQueryLogicError,
     ReqlResourceLimitError,
     ReqlServerError,
 )
-from .reql_eval import Ctx, DbRef, SingleSel, Stream, check
+from .reql_eval import Ctx, DbRef, SingleSel, Stream
 from .reql_feeds import ChangeFeed
+from .reql_ops_lazy import INFINITE_RESULT
+from .reql_optargs import check_global_optargs
 from .reql_results import Atom, Feed, Sequence
 from .reql_store import FEED_UNAVAILABLE, Store
 from .reql_terms import compile_and_run
@@ -60,6 +64,7 @@ class Engine:
         try:
             term = _as_json(term)
             opts = {k: _as_json(v) for k, v in (global_optargs or {}).items()}
+            check_global_optargs(opts)
             ctx = Ctx(self.store, self._default_db(opts), opts)
             value = compile_and_run(ctx, term)
             return self._result(ctx, value)
@@ -87,10 +92,14 @@ class Engine:
             value.start()
             return value
         if isinstance(value, Stream):
+            if value.lazy is not None:
+                raise ReqlQueryLogicError(INFINITE_RESULT)
             return Sequence(list(value.items()))
         if isinstance(value, SingleSel):
             return Atom(value.doc)
-        return Atom(ctx.datum(value))
+        value = ctx.datum(value)
+        check_json(value)
+        return Atom(value)
 
     def abort_feeds(self, message: str = FEED_UNAVAILABLE) -> None:
         """Fault injection: every open feed raises ReqlOpFailedError(message) on next_batch."""

@@ -67,5 +67,15 @@ class ReqlUserError(ReqlRuntimeError):
     error_type = ErrorType.USER
 
 
+class ReqlEmptyUserError(ReqlUserError):
+    """``r.error()`` without a message: inside ``default`` it rethrows the error the
+    default handles; anywhere else the client gets it as a logic error."""
+
+    error_type = ErrorType.QUERY_LOGIC
+
+    def __init__(self) -> None:
+        super().__init__("Empty ERROR term outside a default block.")
+
+
 class ReqlInternalError(ReqlRuntimeError):
     error_type = ErrorType.INTERNAL

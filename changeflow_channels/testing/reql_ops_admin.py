@@ -5,11 +5,28 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .reql_datum import make_binary, sort_key
+from .reql_check import check
+from .reql_datum import binary_bytes, make_binary, sort_key, truthy
+from .reql_determinism import deterministic
 from .reql_errors import ReqlOpFailedError, ReqlQueryLogicError
-from .reql_eval import Ctx, DbRef, Func, Stream, T, as_bool, as_str, check, expect, handler
+from .reql_eval import (
+    PRECHECKS,
+    Ctx,
+    DbRef,
+    Func,
+    SingleSel,
+    Stream,
+    T,
+    as_bool,
+    as_num,
+    as_str,
+    expect,
+    handler,
+)
 from .reql_ops_obj import field_of
+from .reql_ops_reconfig import REPLICATION_OPTARGS, parse_replication, validate_replication
 from .reql_store import SYSTEM_DB, Index, Table, TableLike, check_name
+from .reql_write_result import durability_option
 
 
 def _db_arg(ctx: Ctx, args: list, count: int) -> tuple[str, list]:
@@ -58,11 +75,20 @@ def db_list(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
 # -- tables ---------------------------------------------------------------------------
 
 
-@handler(T.TABLE_CREATE, 1, 2)
+@handler(T.TABLE_CREATE, 1, 2, optargs=(*REPLICATION_OPTARGS, "primary_key", "durability"))
 def table_create(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
-    db_name, rest = _db_arg(ctx, args, 1)
+    replication = parse_replication(opts)
     primary_key = as_str(opts.get("primary_key", "id"))
-    table = ctx.store.create_table(db_name, as_str(rest[0]), primary_key)
+    durability = durability_option(opts["durability"]) if "durability" in opts else "hard"
+    db_name, rest = _db_arg(ctx, args, 1)
+    name = as_str(rest[0])
+    check_name(name, "Table")
+    if db_name != SYSTEM_DB:
+        ctx.store.db(db_name)
+    validate_replication(replication)
+    table = ctx.store.create_table(
+        db_name, name, primary_key, durability=durability, shards=replication.shards
+    )
     return {
         "config_changes": [{"new_val": table.config_row(), "old_val": None}],
         "tables_created": 1,
@@ -83,14 +109,16 @@ def table_list(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
 
 
 @handler(T.CONFIG, 1)
-def config(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
+def config(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     target = args[0]
     if isinstance(target, DbRef):
         if target.name == SYSTEM_DB:
             raise ReqlOpFailedError("Database `rethinkdb` is special; you can't configure it.")
         database = ctx.store.db(target.name)
         return {"id": database.id, "name": database.name}
-    return _user_table(target).config_row()
+    table = _user_table(target)
+    # Its row of rethinkdb.table_config: `config().update(...)` writes there.
+    return SingleSel(ctx.store.system["table_config"], table.id, table.config_row())
 
 
 @handler(T.STATUS, 1)
@@ -98,12 +126,38 @@ def status(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
     return _user_table(args[0]).status_row()
 
 
-@handler(T.WAIT, 0, 1)
+WAIT_STATES = (
+    "ready_for_outdated_reads",
+    "ready_for_reads",
+    "ready_for_writes",
+    "all_replicas_ready",
+)
+
+
+@handler(T.WAIT, 0, 1, optargs=("timeout", "wait_for"))
 def wait(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
     # Tables are ready as soon as they exist here.
     if not args:
-        return {"ready": sum(len(db.tables) for db in ctx.store.dbs.values())}
+        raise ReqlQueryLogicError("`wait` can only be called on a table or database.")
+    if "wait_for" in opts and as_str(opts["wait_for"]) not in WAIT_STATES:
+        states = ", ".join(f"'{s}'" for s in WAIT_STATES[:-1])
+        raise ReqlQueryLogicError(
+            f"Unknown table readiness state: '{opts['wait_for']}', must be one of "
+            f"{states}, or '{WAIT_STATES[-1]}'"
+        )
+    if "timeout" in opts:
+        as_num(opts["timeout"])
     target = args[0]
+    name = (
+        target.name
+        if isinstance(target, DbRef)
+        else getattr(getattr(target, "table", None), "db", None)
+    )
+    if name == SYSTEM_DB:
+        raise ReqlOpFailedError(
+            "Database `rethinkdb` is special; the system tables in it are always available "
+            "and don't need to be waited on."
+        )
     if isinstance(target, DbRef):
         return {"ready": len(ctx.store.db(target.name).tables)}
     _user_table(target)
@@ -112,7 +166,11 @@ def wait(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
 
 @handler(T.SYNC, 1)
 def sync(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
-    _user_table(args[0])
+    target = args[0]
+    if isinstance(target, Stream) and target.kind == "TABLE" and target.table is not None:
+        if target.table.db == SYSTEM_DB:
+            raise ReqlOpFailedError("Artificial tables don't support `sync()`.")
+    _user_table(target)
     return {"synced": 1}
 
 
@@ -128,18 +186,47 @@ def _index_function(ctx: Ctx, name: str, fn_term: Any) -> tuple[Any, Any]:
 
         return name, compute
     check(fn_term)
-    fn = ctx.ev(fn_term, {})
+    # Evaluated in a pristine context: the run() optargs of the query that creates the
+    # index (array_limit...) do not apply when it computes documents' values later.
+    fn = Ctx(ctx.store, ctx.default_db).ev(fn_term, {})
     if not isinstance(fn, Func):
         constant = ctx.datum(fn)
+        if isinstance(constant, dict) and constant.get("$reql_type$") == "BINARY":
+            # index_status's `function`: the index's own function, recreated.
+            stored = _stored_function(constant)
+            if isinstance(stored, str):  # an index on a field
+                return stored, lambda doc: field_of(doc, stored)
+            return _index_function(ctx, name, stored)
         return fn_term, lambda doc: constant
     return fn_term, fn
+
+
+def _stored_function(value: dict) -> Any:
+    """The term index_status gave as `function` (the test server stores it as JSON)."""
+    try:
+        term = json.loads(binary_bytes(value))
+    except ValueError:
+        raise ReqlQueryLogicError("Binary blob passed to index create is not a function.") from None
+    return term
+
+
+def _precheck_index_function(args: list, optargs: dict) -> None:
+    # The function is checked, not a query that gives one (index_status's `function`).
+    function = args[2] if len(args) > 2 else None
+    if type(function) is list and function[:1] == [T.FUNC] and not deterministic(function):
+        raise ReqlQueryLogicError(
+            "Could not prove function deterministic.  Index functions must be deterministic."
+        )
+
+
+PRECHECKS[T.INDEX_CREATE] = _precheck_index_function
 
 
 @handler(T.INDEX_CREATE, 2, 3, lazy=True)
 def index_create(ctx: Ctx, args: list, optargs: dict, scope: dict) -> dict:
     table = _user_table(ctx.ev(args[0], scope))
     name = as_str(ctx.ev(args[1], scope))
-    multi = as_bool(ctx.ev(optargs["multi"], scope)) if "multi" in optargs else False
+    multi = truthy(ctx.datum(ctx.ev(optargs["multi"], scope))) if "multi" in optargs else False
     if name == table.primary_key:
         raise ReqlQueryLogicError(f"Index name conflict: `{name}` is the name of the primary key.")
     if name in table.indexes:
@@ -164,12 +251,20 @@ def index_drop(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
 def index_rename(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
     table = _user_table(args[0])
     old, new = as_str(args[1]), as_str(args[2])
+    for name in (old, new):
+        if name == table.primary_key:
+            raise ReqlQueryLogicError(
+                f"Index name conflict: `{name}` is the name of the primary key."
+            )
+    overwrite = as_bool(opts["overwrite"]) if "overwrite" in opts else False
     check_name(new, "Index")
-    if old not in table.indexes:
-        raise ReqlOpFailedError(f"Index `{old}` does not exist on table `{table.qualified}`.")
-    if new in table.indexes and old != new:
-        if opts.get("overwrite") is not True:
-            raise ReqlOpFailedError(f"Index `{new}` already exists on table `{table.qualified}`.")
+    if old not in table.indexes or (new in table.indexes and old != new and not overwrite):
+        raise ReqlOpFailedError(
+            f"Index `{old}` does not exist on table `{table.qualified}`."
+            if overwrite
+            else f"Index `{old}` does not exist or index `{new}` already exists "
+            f"on table `{table.qualified}`."
+        )
 
     def rename() -> None:
         index = table.indexes.pop(old)

@@ -6,8 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from .reql_datum import truthy
-from .reql_errors import ReqlNonExistenceError, ReqlQueryLogicError, ReqlUserError
-from .reql_eval import IMPLICIT, Ctx, Func, T, as_str, expect, handler
+from .reql_errors import (
+    ReqlEmptyUserError,
+    ReqlNonExistenceError,
+    ReqlQueryLogicError,
+    ReqlUserError,
+)
+from .reql_eval import IMPLICIT, Ctx, Func, Order, T, as_str, handler, raw_type
 
 # -- literals, variables, functions --------------------------------------------------
 
@@ -19,12 +24,13 @@ def datum(ctx: Ctx, args: list, optargs: dict, scope: dict) -> Any:
 
 @handler(T.MAKE_ARRAY, 0, None)
 def make_array(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
-    return [ctx.datum(a) for a in args]
+    # Functions and r.asc/r.desc may stand in an array of orderings (union's interleave).
+    return [a if isinstance(a, (Func, Order)) else ctx.strict(a) for a in args]
 
 
 @handler(T.MAKE_OBJ, 0, lazy=True)
 def make_obj(ctx: Ctx, args: list, optargs: dict, scope: dict) -> dict:
-    return {k: ctx.datum(ctx.ev(v, scope)) for k, v in optargs.items()}
+    return {k: ctx.strict(ctx.ev(v, scope)) for k, v in optargs.items()}
 
 
 @handler(T.VAR, 1, lazy=True)
@@ -59,8 +65,8 @@ def args_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
 def funcall(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     fn = args[0]
     if not isinstance(fn, Func):
-        expect(fn, "FUNCTION")
-    return fn(*args[1:])
+        return fn  # r.do(value): the value itself, as a constant function gives it
+    return fn.call(*args[1:])
 
 
 # -- control flow -------------------------------------------------------------------
@@ -71,7 +77,7 @@ def branch(ctx: Ctx, args: list, optargs: dict, scope: dict) -> Any:
     if len(args) % 2 == 0:
         raise ReqlQueryLogicError("Cannot call `branch` term with an even number of arguments.")
     for i in range(0, len(args) - 1, 2):
-        if truthy(ctx.datum(ctx.ev(args[i], scope))):
+        if truthy(ctx.strict(ctx.ev(args[i], scope))):
             return ctx.ev(args[i + 1], scope)
     return ctx.ev(args[-1], scope)
 
@@ -103,17 +109,36 @@ def not_(ctx: Ctx, args: list, opts: dict, scope: dict) -> bool:
 
 @handler(T.ERROR, 0, 1)
 def error(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
-    raise ReqlUserError(as_str(args[0]) if args else "Empty ERROR term outside a default block.")
+    if not args:
+        raise ReqlEmptyUserError()
+    raise ReqlUserError(as_str(args[0]))
 
 
 @handler(T.DEFAULT, 2, lazy=True)
 def default(ctx: Ctx, args: list, optargs: dict, scope: dict) -> Any:
+    error: ReqlNonExistenceError | None = None
     try:
-        value = ctx.datum(ctx.ev(args[0], scope))
+        value = ctx.ev(args[0], scope)
+        if raw_type(value) not in ("DATUM", "SINGLE_SELECTION"):
+            return value
+        value = ctx.datum(value)
+        if value is not None:
+            return value
+        reason = None
     except ReqlNonExistenceError as exc:
-        fallback = ctx.ev(args[1], scope)
-        return fallback(exc.message) if isinstance(fallback, Func) else fallback
-    if value is None:
-        fallback = ctx.ev(args[1], scope)
-        return fallback(None) if isinstance(fallback, Func) else fallback
-    return value
+        error, reason = exc, exc.message
+    return fallback(ctx, args[1], scope, reason, error)
+
+
+def fallback(
+    ctx: Ctx, term: Any, scope: dict, reason: Any, error: ReqlNonExistenceError | None
+) -> Any:
+    """A default's value (called with the error's message, or null); an empty
+    ``r.error()`` there rethrows the error it stands in for (null: returns null)."""
+    try:
+        value = ctx.ev(term, scope)
+        return value.call(reason) if isinstance(value, Func) else value
+    except ReqlEmptyUserError:
+        if error is not None:
+            raise error from None
+        return None

@@ -4,11 +4,23 @@ r.binary."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import unicodedata
 import uuid
 from typing import Any
 
-from .reql_datum import PTYPE, binary_bytes, make_binary, num, short, truthy, type_name
+from .reql_datum import (
+    PTYPE,
+    Literal,
+    binary_bytes,
+    check_json,
+    make_binary,
+    num,
+    short,
+    truthy,
+    type_name,
+)
 from .reql_errors import ReqlQueryLogicError
 from .reql_eval import Ctx, T, as_int, as_str, handler, kind_of
 
@@ -37,8 +49,22 @@ def split(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
     if sep is None:
         return text.split(None, limit)
     if as_str(sep) == "":
-        return list(text)
+        chars = _graphemes(text)
+        if 0 <= limit < len(chars):
+            return [*chars[:limit], "".join(chars[limit:])]
+        return chars
     return text.split(sep, limit)
+
+
+def _graphemes(text: str) -> list[str]:
+    """Characters as a reader sees them: combining marks stay with their base."""
+    out: list[str] = []
+    for char in text:
+        if out and unicodedata.category(char) in ("Mn", "Mc", "Me"):
+            out[-1] += char
+        else:
+            out.append(char)
+    return out
 
 
 @handler(T.MATCH, 2)
@@ -99,31 +125,112 @@ def coerce_to(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
             return _number_text(value)
         if source == "PTYPE<BINARY>":
             return binary_bytes(value).decode("utf-8", errors="replace")
+        check_json(value)
         return short(value)
     elif target == "NUMBER":
         if isinstance(value, str):
-            try:
-                return num(float(value))
-            except ValueError:
-                raise ReqlQueryLogicError(f"Could not coerce `{value}` to NUMBER.") from None
+            return _parse_number(value)
     elif target == "BOOL":
         return truthy(value)
     elif target == "BINARY" and isinstance(value, str):
         return make_binary(value.encode("utf-8"))
-    raise ReqlQueryLogicError(f"Cannot coerce {source} to {target}.")
+    shown = "BINARY" if source == "PTYPE<BINARY>" else source
+    raise ReqlQueryLogicError(f"Cannot coerce {shown} to {target}.")
+
+
+def _parse_number(text: str) -> Any:
+    """``coerce_to('NUMBER')`` parses as C's strtod does (hex too), finite values only."""
+    try:
+        stripped = text.strip()
+        unsigned = stripped.lstrip("+-")
+        if unsigned[:2].lower() == "0x":
+            number = float.fromhex(stripped)
+        else:
+            number = float(stripped)
+    except ValueError:
+        raise ReqlQueryLogicError(f"Could not coerce `{text}` to NUMBER.") from None
+    if not math.isfinite(number):
+        raise ReqlQueryLogicError(f"Non-finite number: {number!r}")
+    return num(number)
 
 
 @handler(T.JSON, 1)
 def json_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    text = as_str(args[0])
     try:
-        return json.loads(as_str(args[0]))
-    except ValueError as exc:
-        raise ReqlQueryLogicError(f'Failed to parse "{args[0]}" as JSON: {exc}') from None
+        return num_floats(json.loads(text, object_pairs_hook=_json_object))
+    except json.JSONDecodeError as exc:
+        reason = _json_reason(text, exc)
+        raise ReqlQueryLogicError(f'Failed to parse "{text}" as JSON: {reason}') from None
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> Any:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ReqlQueryLogicError(f'Duplicate key "{key}" in JSON.')
+        out[key] = value
+    if out.get(PTYPE) == "LITERAL" and set(out) <= {PTYPE, "value"}:
+        return Literal(out.get("value"), "value" in out)  # r.literal written as JSON
+    return out
+
+
+def num_floats(value: Any) -> Any:
+    """Integral numbers parsed as floats are integers, as the real server sends them."""
+    if isinstance(value, float):
+        return num(value)
+    if isinstance(value, list):
+        return [num_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: num_floats(v) for k, v in value.items()}
+    if isinstance(value, Literal):
+        return Literal(num_floats(value.value), value.present)
+    return value
+
+
+def _json_reason(text: str, exc: json.JSONDecodeError) -> str:
+    """The parse error as RapidJSON (the real server's parser) words it."""
+    message = exc.msg
+    if message == "Expecting ',' delimiter":
+        closing = "]" if _innermost_open(text[: exc.pos]) == "[" else "}"
+        what = "an array element" if closing == "]" else "an object member"
+        return f"Missing a comma or '{closing}' after {what}."
+    reasons = {
+        "Expecting value": "The document is empty." if not text.strip() else "Invalid value.",
+        "Extra data": "The document root must not be followed by other values.",
+        "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+        "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+        "Unterminated string starting at": "Missing a closing quotation mark in string.",
+        "Invalid \\escape": "Invalid escape character in string.",
+    }
+    return reasons.get(message, message + ".")
+
+
+def _innermost_open(text: str) -> str:
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            stack.append(char)
+        elif char in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
 
 
 @handler(T.TO_JSON_STRING, 1)
 def to_json_string(ctx: Ctx, args: list, opts: dict, scope: dict) -> str:
-    return short(ctx.datum(args[0]))
+    value = ctx.strict(args[0])
+    check_json(value)
+    return short(value)
 
 
 @handler(T.UUID, 0, 1)

@@ -15,14 +15,14 @@ from .reql_eval import Ctx, T, as_int, as_num, as_str, expect, handler
 
 
 def _chain(args: list, ctx: Ctx, ok: Any) -> bool:
-    keys = [sort_key(ctx.datum(a)) for a in args]
+    keys = [sort_key(ctx.strict(a)) for a in args]
     return all(ok(a, b) for a, b in pairwise(keys))
 
 
 @handler(T.EQ, 1, None)
 def eq(ctx: Ctx, args: list, opts: dict, scope: dict) -> bool:
     if len(args) == 2:
-        return reql_eq(ctx.datum(args[0]), ctx.datum(args[1]))
+        return reql_eq(ctx.strict(args[0]), ctx.strict(args[1]))
     return _chain(args, ctx, lambda a, b: a == b)
 
 
@@ -89,7 +89,7 @@ def _div2(a: Any, b: Any) -> Any:
 
 
 def _fold(ctx: Ctx, args: list, op: Any) -> Any:
-    values = [ctx.datum(a) for a in args]
+    values = [ctx.strict(a) for a in args]
     result = values[0]
     if len(values) == 1 and not is_time(result) and not isinstance(result, (str, list)):
         as_num(result)
@@ -140,3 +140,57 @@ def ceil(ctx: Ctx, args: list, opts: dict, scope: dict) -> int:
 def round_(ctx: Ctx, args: list, opts: dict, scope: dict) -> int:
     value = as_num(ctx.datum(args[0]))
     return math.floor(abs(value) + 0.5) * (1 if value >= 0 else -1)  # half away from 0
+
+
+# -- bits ---------------------------------------------------------------------------
+
+
+def _bit_int(value: Any) -> int:
+    number = as_int(value)
+    if not -(2**53) <= number < 2**53:
+        raise ReqlQueryLogicError(f"Integer too large: {number}")
+    return number
+
+
+def _register_bit_op(term_type: int, op: Any) -> None:
+    @handler(term_type, 1, None)
+    def bit_op(ctx: Ctx, args: list, opts: dict, scope: dict) -> int:
+        values = [_bit_int(ctx.strict(a)) for a in args]
+        result = values[0]
+        for value in values[1:]:
+            result = op(result, value)
+        return result
+
+
+_register_bit_op(T.BIT_AND, lambda a, b: a & b)
+_register_bit_op(T.BIT_OR, lambda a, b: a | b)
+_register_bit_op(T.BIT_XOR, lambda a, b: a ^ b)
+
+
+@handler(T.BIT_NOT, 1)
+def bit_not(ctx: Ctx, args: list, opts: dict, scope: dict) -> int:
+    return ~_bit_int(ctx.strict(args[0]))
+
+
+def _shift(args: list, ctx: Ctx) -> tuple[int, int]:
+    value, by = _bit_int(ctx.strict(args[0])), as_int(ctx.strict(args[1]))
+    if by < 0:
+        raise ReqlQueryLogicError("Cannot bit-shift by a negative value")
+    return value, by
+
+
+@handler(T.BIT_SAL, 2)
+def bit_sal(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    value, by = _shift(args, ctx)
+    if value == 0:
+        return 0
+    result = float(value) * 2.0**by if by < 1100 else math.copysign(math.inf, value)
+    if not math.isfinite(result):
+        raise ReqlQueryLogicError(f"Non-finite number: {result!r}")
+    return num(result)
+
+
+@handler(T.BIT_SAR, 2)
+def bit_sar(ctx: Ctx, args: list, opts: dict, scope: dict) -> int:
+    value, by = _shift(args, ctx)
+    return value >> min(by, 63)

@@ -8,10 +8,9 @@ Object operations also apply element-wise to sequences and to changefeeds
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from .reql_datum import PTYPE, pretty, type_name
+from .reql_datum import PTYPE, Literal, pretty, type_name
 from .reql_errors import ReqlNonExistenceError, ReqlQueryLogicError
 from .reql_eval import (
     Ctx,
@@ -27,13 +26,10 @@ from .reql_eval import (
 )
 from .reql_feeds import ChangeFeed
 
-
-@dataclass
-class Literal:
-    """``r.literal(value)`` inside a merge/update: replace instead of merging."""
-
-    value: Any = None
-    present: bool = False
+STRAY_LITERAL = (
+    "Stray literal keyword found: literal is only legal inside of the object passed to "
+    "merge or update and cannot nest inside other literals."
+)
 
 
 # -- applying a per-document operation to any receiver ---------------------------------
@@ -73,6 +69,9 @@ def lift(ctx: Ctx, target: Any, fn: Callable[[Any], Any], *, keep: bool = False)
             writable=keep and target.writable,
             steps=None if target.steps is None else [*target.steps, step],
             kind=_selection_kind(target.kind) if keep else "STREAM",
+            # Still in index order: with a limit(n) before or after, a top-n changefeed.
+            slice=target.slice,
+            limit=target.limit,
         )
     if isinstance(target, list):
         if keep:
@@ -84,32 +83,55 @@ def lift(ctx: Ctx, target: Any, fn: Callable[[Any], Any], *, keep: bool = False)
 
 
 def _selection_kind(kind: str) -> str:
-    return "SELECTION<STREAM>" if kind == "TABLE" else kind
+    return "SELECTION<STREAM>" if kind in ("TABLE", "TABLE_SLICE") else kind
 
 
-def field_of(value: Any, name: str) -> Any:
-    if not isinstance(value, dict):
-        raise ReqlNonExistenceError(
-            f"Cannot perform get_field on a non-object non-sequence `{pretty(value)}`."
-        )
+def field_of(value: Any, name: str, term: str = "get_field") -> Any:
+    if not isinstance(value, dict) or PTYPE in value:
+        as_object_of(value, term)
     try:
         return value[name]
     except KeyError:
         raise ReqlNonExistenceError(f"No attribute `{name}` in object:\n{pretty(value)}") from None
 
 
-def _get_field(ctx: Ctx, target: Any, name: str) -> Any:
+def _get_field(ctx: Ctx, target: Any, name: str, term: str = "get_field") -> Any:
     if isinstance(target, (list, Stream)):
         # On a sequence: the field of each element that has it.
         def pick() -> list:
-            return [d[name] for d in as_array(target) if isinstance(d, dict) and name in d]
+            out = []
+            for doc in as_array(target):
+                if name in as_object_of(doc, term):
+                    out.append(doc[name])
+            return out
 
         return pick() if isinstance(target, list) else Stream(pick)
     if isinstance(target, ChangeFeed):
-        return lift(ctx, target, lambda item: field_of(item, name))
+        # As on any stream: items without the field are left out (not objects: an error).
+        return lift(
+            ctx,
+            target,
+            lambda item: item.get(name) if isinstance(item, dict) else field_of(item, name),
+        )
     if isinstance(target, SingleSel):
         target = target.doc
-    return field_of(target, name)
+    return field_of(target, name, term)
+
+
+def as_object_of(value: Any, term: str) -> dict:
+    """An element a per-element operation works on: an object (a sequence of
+    sequences is refused, as is any other datum)."""
+    if isinstance(value, dict):
+        if PTYPE in value:
+            raise ReqlQueryLogicError(
+                f"Cannot call `{term}` on objects of type `{type_name(value)}`."
+            )
+        return value
+    if isinstance(value, list):
+        raise ReqlQueryLogicError(f"Cannot perform {term} on a sequence of sequences.")
+    # A null is a non-existence error (``default`` handles it), as on the real server.
+    error = ReqlNonExistenceError if value is None else ReqlQueryLogicError
+    raise error(f"Cannot perform {term} on a non-object non-sequence `{pretty(value)}`.")
 
 
 @handler(T.GET_FIELD, 2)
@@ -128,7 +150,7 @@ def bracket(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
         raise ReqlQueryLogicError(
             f"Expected NUMBER or STRING as second argument to `bracket` but found {type_name(key)}."
         )
-    return _get_field(ctx, target, key)
+    return _get_field(ctx, target, key, "bracket")
 
 
 # -- pluck / without / has_fields --------------------------------------------------------
@@ -155,7 +177,7 @@ def _is_plain(value: Any) -> bool:
 
 
 def pluck(doc: Any, tree: dict[str, Any]) -> Any:
-    obj = as_obj(doc)
+    obj = as_object_of(doc.doc if isinstance(doc, SingleSel) else doc, "pluck")
     out = {}
     for key, sub in tree.items():
         if key not in obj:
@@ -171,7 +193,7 @@ def pluck(doc: Any, tree: dict[str, Any]) -> Any:
 
 
 def without(doc: Any, tree: dict[str, Any]) -> Any:
-    out = dict(as_obj(doc))
+    out = dict(as_object_of(doc.doc if isinstance(doc, SingleSel) else doc, "without"))
     for key, sub in tree.items():
         if key not in out:
             continue
@@ -184,8 +206,10 @@ def without(doc: Any, tree: dict[str, Any]) -> Any:
     return out
 
 
-def has_fields(doc: Any, tree: dict[str, Any]) -> bool:
+def has_fields(doc: Any, tree: dict[str, Any], top: bool = False) -> bool:
     if not isinstance(doc, dict):
+        if top:
+            as_object_of(doc, "has_fields")
         return False
     for key, sub in tree.items():
         value = doc.get(key)
@@ -213,14 +237,16 @@ def has_fields_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     tree = selector_tree([ctx.datum(a) for a in args[1:]])
     target = args[0]
     if isinstance(target, (dict, SingleSel)):
-        return has_fields(as_obj(target), tree)
-    return lift(ctx, target, lambda doc: has_fields(doc, tree), keep=True)
+        return has_fields(as_object_of(as_obj(target), "has_fields"), tree)
+    return lift(ctx, target, lambda doc: has_fields(doc, tree, True), keep=True)
 
 
 @handler(T.WITH_FIELDS, 1, None)
 def with_fields(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     tree = selector_tree([ctx.datum(a) for a in args[1:]])
-    kept = lift(ctx, args[0], lambda doc: has_fields(doc, tree), keep=True)
+    if not isinstance(args[0], (list, Stream)) and not hasattr(args[0], "notes"):
+        as_object_of(ctx.datum(args[0]), "has_fields")
+    kept = lift(ctx, args[0], lambda doc: has_fields(doc, tree, True), keep=True)
     return lift(ctx, kept, lambda doc: pluck(doc, tree))
 
 
@@ -263,9 +289,13 @@ def merge(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     others = args[1:]
 
     def apply(doc: Any) -> Any:
-        result = as_obj(doc)
+        result = _plain_object(ctx, doc, "merge") if isinstance(doc, dict) else as_obj(doc)
         for other in others:
             value = other(result) if isinstance(other, Func) else ctx.datum(other)
+            if isinstance(value, Literal):
+                raise ReqlQueryLogicError(STRAY_LITERAL)
+            if isinstance(value, dict) and PTYPE in value:
+                raise ReqlQueryLogicError(f"Cannot merge objects of type `{type_name(value)}`.")
             result = deep_merge(result, value)
         return result
 
@@ -274,7 +304,19 @@ def merge(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
 
 @handler(T.LITERAL, 0, 1)
 def literal(ctx: Ctx, args: list, opts: dict, scope: dict) -> Literal:
+    if args and _has_literal(args[0]):
+        raise ReqlQueryLogicError(STRAY_LITERAL)
     return Literal(ctx.datum(args[0]), True) if args else Literal()
+
+
+def _has_literal(value: Any) -> bool:
+    if isinstance(value, Literal):
+        return True
+    if isinstance(value, dict):
+        return any(_has_literal(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_literal(v) for v in value)
+    return False
 
 
 # -- objects --------------------------------------------------------------------------
@@ -282,12 +324,19 @@ def literal(ctx: Ctx, args: list, opts: dict, scope: dict) -> Literal:
 
 @handler(T.KEYS, 1)
 def keys(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
-    return sorted(as_obj(args[0]))
+    return sorted(_plain_object(ctx, args[0], "keys"))
+
+
+def _plain_object(ctx: Ctx, value: Any, term: str) -> dict:
+    value = ctx.datum(value)
+    if not isinstance(value, dict) or PTYPE in value:
+        raise ReqlQueryLogicError(f"Cannot call `{term}` on objects of type `{type_name(value)}`.")
+    return value
 
 
 @handler(T.VALUES, 1)
 def values(ctx: Ctx, args: list, opts: dict, scope: dict) -> list:
-    obj = as_obj(args[0])
+    obj = _plain_object(ctx, args[0], "values")
     return [obj[k] for k in sorted(obj)]
 
 
@@ -297,5 +346,14 @@ def object_(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
         raise ReqlQueryLogicError(
             f"OBJECT expects an even number of arguments (but found {len(args)})."
         )
-    values = [ctx.datum(a) for a in args]
-    return {as_str(values[i]): values[i + 1] for i in range(0, len(values), 2)}
+    values = [ctx.strict(a) for a in args]
+    out: dict[str, Any] = {}
+    for i in range(0, len(values), 2):
+        key = as_str(values[i])
+        if key in out:
+            raise ReqlQueryLogicError(
+                f'Duplicate key "{key}" in object.  (got {pretty(out[key])} and '
+                f"{pretty(values[i + 1])} as values)"
+            )
+        out[key] = values[i + 1]
+    return out

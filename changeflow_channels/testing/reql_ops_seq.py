@@ -10,26 +10,36 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .reql_datum import PTYPE, reql_eq, sort_key, truthy
+from .reql_datum import (
+    PTYPE,
+    Literal,
+    binary_bytes,
+    make_binary,
+    reql_eq,
+    truthy,
+    type_name,
+)
 from .reql_errors import ReqlNonExistenceError, ReqlQueryLogicError
 from .reql_eval import (
     INFINITE,
     Ctx,
     Func,
-    Order,
+    Grouped,
     SingleSel,
     Stream,
     T,
     as_array,
     as_int,
-    as_str,
-    expect,
     handler,
+    literal_type_error,
+    plural,
+    raw_type,
 )
 from .reql_feeds import ChangeFeed
-from .reql_ops_obj import field_of, lift
-from .reql_ops_select import MIN_KEY, index_of
-from .reql_store import Table, TableLike
+from .reql_ops_control import fallback
+from .reql_ops_lazy import drop, is_infinite, lazy_map, take
+from .reql_ops_obj import field_of, lift, strip_literals
+from .reql_ops_select import bound_closed
 
 # -- filter / map ---------------------------------------------------------------------
 
@@ -39,7 +49,10 @@ def matches(doc: Any, pattern: dict) -> bool:
     objects match field by field)."""
     for key, want in pattern.items():
         have = field_of(doc, key)
-        if isinstance(want, dict) and PTYPE not in want and isinstance(have, dict):
+        if isinstance(want, Literal):  # r.literal in a pattern: equal as a whole
+            if not reql_eq(have, strip_literals(want.value)):
+                return False
+        elif isinstance(want, dict) and PTYPE not in want and isinstance(have, dict):
             if not matches(have, want):
                 return False
         elif not reql_eq(have, want):
@@ -47,90 +60,98 @@ def matches(doc: Any, pattern: dict) -> bool:
     return True
 
 
+def predicate(ctx: Ctx, pred: Any) -> Callable[[Any], Any]:
+    """``filter``'s (and ``count``'s) test: a function, or an object to match. A
+    function whose body is an object literal matches the object it builds."""
+    if isinstance(pred, Func):
+        body = pred.body
+        if type(body) is dict or (type(body) is list and body[0] in (T.MAKE_OBJ, T.DATUM)):
+
+            def test_built(doc: Any) -> Any:
+                pattern = pred(doc)
+                if isinstance(pattern, dict) and PTYPE not in pattern:
+                    return matches(doc, pattern)
+                return pattern
+
+            return test_built
+        return pred
+    if isinstance(pred, Literal):  # r.literal(...): the whole row equal to it
+
+        def test_literal(doc: Any) -> Any:
+            return reql_eq(doc, strip_literals(pred.value))
+
+        return test_literal
+    pattern = ctx.datum(pred)
+    if isinstance(pattern, dict) and PTYPE not in pattern:
+
+        def test_match(doc: Any) -> Any:
+            return matches(doc, pattern)
+
+        return test_match
+
+    def test_value(doc: Any) -> Any:
+        return pattern
+
+    return test_value
+
+
 @handler(T.FILTER, 2, lazy=True)
 def filter_(ctx: Ctx, args: list, optargs: dict, scope: dict) -> Any:
     target = ctx.ev(args[0], scope)
-    pred = ctx.ev(args[1], scope)
-    test: Callable[[Any], Any]
-    if isinstance(pred, Func):
-        test = pred
-    else:
-        pattern = ctx.datum(pred)
-        if isinstance(pattern, dict) and PTYPE not in pattern:
-
-            def test_match(doc: Any) -> Any:
-                return matches(doc, pattern)
-
-            test = test_match
-        else:
-
-            def test_value(doc: Any) -> Any:
-                return pattern
-
-            test = test_value
-
+    test = predicate(ctx, ctx.ev(args[1], scope))
     default_term = optargs.get("default", False)
 
     def keep(doc: Any) -> bool:
         try:
             return truthy(test(doc))
-        except ReqlNonExistenceError:
+        except ReqlNonExistenceError as exc:
             # filter's `default` decides about rows the predicate cannot judge;
-            # r.error() there raises, as on the real server.
-            return truthy(ctx.datum(ctx.ev(default_term, scope)))
+            # r.error() there raises (an empty one: this very error).
+            return truthy(ctx.datum(fallback(ctx, default_term, scope, exc.message, exc)))
 
+    if isinstance(target, Grouped):
+        groups = target.groups.items()
+        kept = {key: (group, [d for d in value if keep(d)]) for key, (group, value) in groups}
+        return Grouped(kept, stream=target.stream)
     if isinstance(target, (SingleSel, dict)):
-        expect(target, "SEQUENCE")
+        not_a_sequence(target)
     return lift(ctx, target, keep, keep=True)
 
 
 @handler(T.MAP, 2, None)
 def map_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
-    fn = ctx.func(args[-1])
+    fn = ctx.strict_func(args[-1])
+    count = len(args) - 1
+    if fn.params and len(fn.params) != count:
+        raise ReqlQueryLogicError(
+            f"The function passed to `map` expects {plural(len(fn.params), 'argument')}, "
+            f"but {plural(count, 'sequence')} {'was' if count == 1 else 'were'} found."
+        )
+    if any(is_infinite(s) for s in args[:-1]):
+        return lazy_map(fn, [s if is_infinite(s) else as_array(seq_target(s)) for s in args[:-1]])
     if len(args) > 2:
         sequences = [as_array(s) for s in args[:-1]]
         return [fn(*items) for items in zip(*sequences, strict=False)]
     target = args[0]
     if isinstance(target, (SingleSel, dict)):
-        expect(target, "SEQUENCE")
+        not_a_sequence(target)
     return lift(ctx, target, fn)
 
 
 @handler(T.CONCAT_MAP, 2)
 def concat_map(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
-    fn = ctx.func(args[1])
-    items = as_array(args[0])
+    fn = ctx.strict_func(args[1])
+    items = as_array(seq_target(args[0]))
     out: list = []
     for item in items:
-        out.extend(as_array(fn(item)))
+        out.extend(as_array(seq_target(fn.call(item))))
     return out if isinstance(args[0], list) else Stream.of(out)
 
 
-# -- ordering and slicing ---------------------------------------------------------------
+# -- slicing --------------------------------------------------------------------------
 
 
-def _key_fn(ctx: Ctx, spec: Any) -> Callable[[Any], tuple]:
-    getter: Callable[[Any], Any]
-    if isinstance(spec, Func):
-        getter = spec
-    else:
-        name = as_str(ctx.datum(spec))
-
-        def field(doc: Any) -> Any:
-            return field_of(doc, name)
-
-        getter = field
-
-    def key(doc: Any) -> tuple:
-        try:
-            return sort_key(getter(doc))
-        except ReqlNonExistenceError:
-            return MIN_KEY  # rows without the field sort first
-
-    return key
-
-
-def _derived(target: Any, items: Callable[[], list], kind: str | None = None) -> Any:
+def derived(target: Any, items: Callable[[], list], kind: str | None = None) -> Any:
     """A sequence derived from ``target`` that is still a selection but no longer
     feedable (order_by, limit, skip, slice)."""
     if isinstance(target, list):
@@ -149,97 +170,104 @@ def seq_target(value: Any) -> Any:
         raise ReqlQueryLogicError(INFINITE)
     if isinstance(value, list) or isinstance(value, Stream):
         return value
-    expect(value, "SEQUENCE")
+    not_a_sequence(value)
 
 
-@handler(T.ORDER_BY, 1, None)
-def order_by(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
-    target = seq_target(args[0])
-    specs = [(a.descending, a.key) if isinstance(a, Order) else (False, a) for a in args[1:]]
-    keys = [(desc, _key_fn(ctx, spec)) for desc, spec in specs]
-    index_name = opts.get("index")
-    if index_name is not None:
-        source = as_table_for_index(target)
-        index_desc = False
-        if isinstance(index_name, Order):
-            index_desc, index_name = index_name.descending, index_name.key
-        index_name = as_str(index_name)
-        if index_name == source.primary_key:
-
-            def base() -> list:
-                return source.scan()
-        else:
-            index = index_of(source, index_name)
-
-            def base() -> list:
-                assert isinstance(source, Table)
-                return [
-                    source.docs[pk]
-                    for _key, (_value, pks) in sorted(index.entries.items())
-                    for pk in pks
-                ]
-
-        def produce() -> list:
-            items = base()
-            if index_desc:
-                items = items[::-1]
-            return _sorted(items, keys)
-
-        return _derived(target, produce, "SELECTION<STREAM>")
-    if not keys:
-        raise ReqlQueryLogicError("Expected 2 or more arguments but found 1.")
-    return _derived(target, lambda: _sorted(as_array(target), keys), "SELECTION<ARRAY>")
-
-
-def as_table_for_index(target: Any) -> TableLike:
-    if isinstance(target, Stream) and target.kind == "TABLE" and target.table is not None:
-        return target.table
-    raise ReqlQueryLogicError("Indexed order_by can only be performed on a TABLE or TABLE_SLICE.")
-
-
-def _sorted(items: list, keys: list) -> list:
-    out = list(items)
-    for desc, key in reversed(keys):  # stable sorts, last key first
-        out.sort(key=key, reverse=desc)
-    return out
+def not_a_sequence(value: Any) -> None:
+    """The real server's error for a value that is not a sequence."""
+    if raw_type(value) == "DATUM":
+        raise ReqlQueryLogicError(f"Cannot convert {type_name(value)} to SEQUENCE")
+    raise literal_type_error(value, "SEQUENCE")
 
 
 @handler(T.LIMIT, 2)
 def limit(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
-    target, count = seq_target(args[0]), as_int(args[1])
+    count = as_int(args[1])
     if count < 0:
         raise ReqlQueryLogicError(f"LIMIT takes a non-negative argument (got {count})")
-    return _derived(target, lambda: as_array(target)[:count], _kind(target))
+    if isinstance(args[0], ChangeFeed):
+        return args[0].limit(count)  # the feed ends after `count` items
+    target = seq_target(args[0])
+    if is_infinite(target):
+        return take(target, count)
+    out = derived(target, lambda: as_array(target)[:count], _kind(target))
+    if isinstance(out, Stream):
+        out.limit = count  # changes() follows the top `count` of an ordered slice
+        if isinstance(target, Stream) and target.slice is not None:
+            if target.slice.sorting != "UNORDERED":
+                # The transforms since the table, for the top-n changefeed.
+                out.slice, out.steps = target.slice, target.steps
+    return out
 
 
 @handler(T.SKIP, 2)
 def skip(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    if isinstance(args[0], ChangeFeed) and as_int(args[1]) >= 0:
+        return args[0].skip(as_int(args[1]))  # the feed leaves out its first items
     target, count = seq_target(args[0]), as_int(args[1])
     if count < 0:
         raise ReqlQueryLogicError("Cannot use a negative left index on a stream.")
-    return _derived(target, lambda: as_array(target)[count:], _kind(target))
+    if is_infinite(target):
+        return drop(target, count)
+    return derived(target, lambda: as_array(target)[count:], _kind(target))
 
 
 def _kind(target: Any) -> str | None:
     return target.kind.replace("TABLE", "SELECTION<STREAM>") if isinstance(target, Stream) else None
 
 
+def _slice_index(index: int, size: int, bump: bool) -> int:
+    """A datum slice's bound: negative counts from the end; an open left or closed
+    right bound moves one place (not when the index fell off the front)."""
+    if index < 0:
+        if -index > size:
+            return 0
+        index += size
+    return index + 1 if bump else index
+
+
 @handler(T.SLICE, 2, 3)
 def slice_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     target = args[0]
     start = as_int(args[1])
-    end = as_int(args[2]) if len(args) > 2 else None
-    right_closed = opts.get("right_bound", "open") == "closed"
-    if end is not None and right_closed:
-        end = None if end == -1 else end + 1
-    if isinstance(target, str):
-        return target[start:end]
-    if isinstance(target, dict) and target.get(PTYPE) == "BINARY":
-        from .reql_datum import binary_bytes, make_binary
-
-        return make_binary(binary_bytes(target)[start:end])
+    left_open = not bound_closed(opts, "left_bound", "closed")
+    right_open = not bound_closed(opts, "right_bound", "open") if len(args) > 2 else False
+    end = as_int(args[2]) if len(args) > 2 else -1
+    if isinstance(target, SingleSel):
+        target = target.doc
+    if isinstance(target, (str, dict, list)):
+        if isinstance(target, str):
+            size = len(target)
+        elif isinstance(target, list):
+            size = len(target)
+        elif target.get(PTYPE) == "BINARY":
+            size = len(binary_bytes(target))
+        else:
+            raise ReqlQueryLogicError(
+                f"Expected ARRAY, BINARY, or STRING, but found {type_name(target)}."
+            )
+        low = _slice_index(start, size, left_open)
+        high = min(_slice_index(end, size, not right_open), size)
+        if isinstance(target, dict):
+            return make_binary(binary_bytes(target)[low:high] if low <= high else b"")
+        return target[low:high] if low <= high else target[:0]
+    if raw_type(target) == "DATUM":
+        raise ReqlQueryLogicError(
+            f"Expected ARRAY, BINARY, or STRING, but found {type_name(target)}."
+        )
     target = seq_target(target)
-    return _derived(target, lambda: as_array(target)[start:end], _kind(target))
+    if start < 0:
+        raise ReqlQueryLogicError("Cannot use a negative left index on a stream.")
+    low = start + 1 if left_open else start
+    if end < -1:
+        raise ReqlQueryLogicError("Cannot use a right index < -1 on a stream.")
+    if end == -1:
+        if right_open:
+            raise ReqlQueryLogicError("Cannot slice to an open right index of -1 on a stream.")
+        stop = None
+    else:
+        stop = end if right_open else end + 1
+    return derived(target, lambda: as_array(target)[low:stop], _kind(target))
 
 
 def nth_of(ctx: Ctx, target: Any, index: int) -> Any:
@@ -256,24 +284,3 @@ def nth_of(ctx: Ctx, target: Any, index: int) -> Any:
 @handler(T.NTH, 2)
 def nth(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
     return nth_of(ctx, args[0], as_int(args[1]))
-
-
-@handler(T.ASC, 1)
-def asc(ctx: Ctx, args: list, opts: dict, scope: dict) -> Order:
-    return Order(False, args[0])
-
-
-@handler(T.DESC, 1)
-def desc(ctx: Ctx, args: list, opts: dict, scope: dict) -> Order:
-    return Order(True, args[0])
-
-
-# -- generating ------------------------------------------------------------------------
-
-
-@handler(T.RANGE, 0, 2)
-def range_(ctx: Ctx, args: list, opts: dict, scope: dict) -> Stream:
-    if not args:
-        raise ReqlQueryLogicError("Infinite `r.range()` is not supported by the ReQL test server.")
-    bounds = [as_int(a) for a in args]
-    return Stream.of(list(range(*bounds)))

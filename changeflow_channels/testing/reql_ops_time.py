@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from .reql_datum import (
+    format_tz,
     is_time,
     make_time,
     num,
@@ -15,7 +16,9 @@ from .reql_datum import (
     time_to_datetime,
     to_iso8601,
 )
+from .reql_errors import ReqlQueryLogicError
 from .reql_eval import Ctx, T, as_num, as_str, expect, handler
+from .reql_ops_select import bound_closed
 
 # -- times --------------------------------------------------------------------------
 
@@ -54,12 +57,40 @@ def to_iso(ctx: Ctx, args: list, opts: dict, scope: dict) -> str:
 
 @handler(T.TIME, 4, 7)
 def time_(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
+    if len(args) not in (4, 7):
+        raise ReqlQueryLogicError(f"Got {len(args)} arguments to TIME (expected 4 or 7).")
     *parts, tz = [ctx.datum(a) for a in args]
     numbers = [as_num(p) for p in parts] + [0] * (6 - len(parts))
     year, month, day, hour, minute = (int(n) for n in numbers[:5])
     seconds = numbers[5]
     moment = datetime(year, month, day, hour, minute, tzinfo=parse_tz(as_str(tz)))
-    return make_time(moment.timestamp() + seconds, as_str(tz))
+    return make_time(moment.timestamp() + seconds, format_tz(moment.tzinfo))
+
+
+@handler(T.DURING, 3)
+def during(ctx: Ctx, args: list, opts: dict, scope: dict) -> bool:
+    moment, low, high = (_time(ctx.datum(a))["epoch_time"] for a in args)
+    left_closed = bound_closed(opts, "left_bound", "closed")
+    right_closed = bound_closed(opts, "right_bound", "open")
+    above = moment >= low if left_closed else moment > low
+    below = moment <= high if right_closed else moment < high
+    return above and below
+
+
+def _midnight(value: dict) -> datetime:
+    return time_to_datetime(value).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@handler(T.DATE, 1)
+def date(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
+    value = _time(ctx.datum(args[0]))
+    return make_time(_midnight(value).timestamp(), value["timezone"])
+
+
+@handler(T.TIME_OF_DAY, 1)
+def time_of_day(ctx: Ctx, args: list, opts: dict, scope: dict) -> Any:
+    value = _time(ctx.datum(args[0]))
+    return num(round(value["epoch_time"] - _midnight(value).timestamp(), 3))
 
 
 @handler(T.IN_TIMEZONE, 2)
@@ -67,7 +98,7 @@ def in_timezone(ctx: Ctx, args: list, opts: dict, scope: dict) -> dict:
     value = _time(ctx.datum(args[0]))
     tz = as_str(ctx.datum(args[1]))
     parse_tz(tz)
-    return make_time(value["epoch_time"], tz)
+    return make_time(value["epoch_time"], format_tz(parse_tz(tz)))
 
 
 _TIME_PARTS = {

@@ -25,10 +25,12 @@ class Feed(Protocol):
     """An open changefeed: sent as SUCCESS_PARTIAL batches until STOP.
 
     ``notes`` are ``Response.ResponseNote`` values (SEQUENCE_FEED, ATOM_FEED,
-    INCLUDES_STATES ...) sent with every batch.
+    INCLUDES_STATES ...) sent with every batch. A feed ends with its last batch
+    once ``done``.
     """
 
     notes: list[int]
+    done: bool  # the last item is delivered (``.limit(n)``): answered as SUCCESS_SEQUENCE
 
     def first_batch(self) -> list[Any]:
         """What the START answer carries, without waiting (may be empty):

@@ -1,5 +1,6 @@
 """In-memory storage of the ReQL test server: databases, tables, secondary
-indexes, the system database ``rethinkdb``, and fan-out of changes to feeds.
+indexes and fan-out of changes to feeds (the ``rethinkdb`` database's views are
+in ``reql_system``, what a feed follows in ``reql_sources``).
 
 Documents are keyed by :func:`sort_key` of their primary key, so ReQL equality
 (``1 == 1.0``) holds for lookups. Every write goes through
@@ -10,88 +11,26 @@ ones keyed by primary key), so a write costs O(indexes + interested feeds).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from .reql_datum import sort_key
+from .reql_datum import PTYPE, Bound, make_binary, sort_key
 from .reql_errors import ReqlOpFailedError, ReqlQueryLogicError
+from .reql_sources import SYSTEM_DB, FeedSource, Subscriber
+from .reql_system import UUID_ROWS, SystemTable, system_views
+
+__all__ = ["SYSTEM_DB", "FeedSource", "Subscriber", "SystemTable"]  # re-exported
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_DB = "rethinkdb"
 # What the real 2.4 server says when a feed's table goes away (ReqlOpFailedError).
 FEED_UNAVAILABLE = "Changefeed aborted (unavailable)."
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-class Subscriber(Protocol):
-    """What a table hands its changes to (a changefeed)."""
-
-    def push(self, old: Any, new: Any) -> None: ...
-
-    def abort(self, message: str) -> None: ...
-
-
-class FeedSource:
-    """Something a changefeed can follow: a table or a system table."""
-
-    db: str
-    name: str
-    primary_key: str = "id"
-    is_system = False
-
-    def __init__(self) -> None:
-        self.feeds: dict[Subscriber, None] = {}  # insertion-ordered set
-        self.key_feeds: dict[tuple, dict[Subscriber, None]] = {}
-
-    def notify(self, key: tuple, old: Any, new: Any) -> None:
-        for feed in self.feeds:
-            feed.push(old, new)
-        point = self.key_feeds.get(key)
-        if point:
-            for feed in point:
-                feed.push(old, new)
-
-    def subscribe(self, feed: Subscriber, key: tuple | None = None) -> None:
-        if key is None:
-            self.feeds[feed] = None
-        else:
-            self.key_feeds.setdefault(key, {})[feed] = None
-
-    def unsubscribe(self, feed: Subscriber, key: tuple | None = None) -> None:
-        if key is None:
-            self.feeds.pop(feed, None)
-            return
-        point = self.key_feeds.get(key)
-        if point is not None:
-            point.pop(feed, None)
-            if not point:
-                del self.key_feeds[key]
-
-    def abort_feeds(self, message: str) -> None:
-        feeds = list(self.feeds)
-        for point in self.key_feeds.values():
-            feeds.extend(point)
-        for feed in feeds:
-            feed.abort(message)
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.db}.{self.name}"
-
-    # Read interface shared with Table.
-    def scan(self) -> list[dict]:
-        raise NotImplementedError
-
-    def get(self, key: Any) -> dict | None:
-        wanted = sort_key(key)
-        for row in self.scan():
-            if sort_key(row.get(self.primary_key)) == wanted:
-                return row
-        return None
+HOOK_BLOB_PREFIX = b"$reql_write_hook_function$"
 
 
 class Index:
@@ -111,9 +50,11 @@ class Index:
             value = self.compute(doc)
         except Exception:  # a document the function fails on is simply not indexed
             return []
+        # A value that cannot be a secondary key (null, an object, r.minval...) leaves
+        # the document out of the index, as a failing function does.
         if self.multi and isinstance(value, list):
-            return value
-        return [value]
+            return [v for v in value if _indexable(v)]
+        return [value] if _indexable(value) else []
 
     def add(self, pk: tuple, doc: dict) -> None:
         for value in self.values(doc):
@@ -134,6 +75,17 @@ class Index:
                     del self.entries[key]
 
 
+def _indexable(value: Any) -> bool:
+    """Secondary keys are numbers, strings, bools, pseudo-types or arrays of them."""
+    if value is None or isinstance(value, Bound):
+        return False
+    if isinstance(value, dict):
+        return PTYPE in value
+    if isinstance(value, list):
+        return all(_indexable(v) for v in value)
+    return True
+
+
 class Table(FeedSource):
     """A user table."""
 
@@ -145,6 +97,10 @@ class Table(FeedSource):
         self.docs: dict[tuple, dict] = {}
         self.indexes: dict[str, Index] = {}
         self._keys: list[tuple] | None = None  # sorted primary keys, until an insert/delete
+        self.write_hook: Any = None  # the hook's FUNC term (reql_write_hooks)
+        self.durability = "hard"
+        self.write_acks = "majority"
+        self.shards = 1
 
     def scan(self) -> list[dict]:
         """All documents in primary key order (as a single-shard table returns them)."""
@@ -182,14 +138,17 @@ class Table(FeedSource):
         server = self.store.server_name
         return {
             "db": self.db,
-            "durability": "hard",
+            "durability": self.durability,
             "id": self.id,
             "indexes": sorted(self.indexes),
             "name": self.name,
             "primary_key": self.primary_key,
-            "shards": [{"nonvoting_replicas": [], "primary_replica": server, "replicas": [server]}],
-            "write_acks": "majority",
-            "write_hook": None,
+            "shards": [
+                {"nonvoting_replicas": [], "primary_replica": server, "replicas": [server]}
+                for _ in range(self.shards)
+            ],
+            "write_acks": self.write_acks,
+            "write_hook": hook_config(self),
         }
 
     def status_row(self) -> dict[str, Any]:
@@ -201,6 +160,7 @@ class Table(FeedSource):
             "raft_leader": server,
             "shards": [
                 {"primary_replicas": [server], "replicas": [{"server": server, "state": "ready"}]}
+                for _ in range(self.shards)
             ],
             "status": {
                 "all_replicas_ready": True,
@@ -209,21 +169,6 @@ class Table(FeedSource):
                 "ready_for_writes": True,
             },
         }
-
-
-class SystemTable(FeedSource):
-    """A read-only view in the ``rethinkdb`` database, computed on each read."""
-
-    is_system = True
-
-    def __init__(self, name: str, rows: Callable[[], list[dict]]) -> None:
-        super().__init__()
-        self.db, self.name = SYSTEM_DB, name
-        self._rows = rows
-        self.indexes: dict[str, Index] = {}
-
-    def scan(self) -> list[dict]:
-        return sorted(self._rows(), key=lambda row: sort_key(row.get("id")))
 
 
 TableLike = Table | SystemTable
@@ -242,51 +187,14 @@ class Store:
     def __init__(self, server_name: str = "reql_test_server") -> None:
         self.server_name = server_name
         self.server_id = str(uuid.uuid4())
+        self.system_db_id = str(uuid.uuid4())
         self.dbs: dict[str, Database] = {}
-        self.system = self._system_tables()
+        self.system = system_views(self)
+        # rethinkdb._debug_scratch: an ordinary writable table, hidden from table_list.
+        self.scratch = Table(self, SYSTEM_DB, "_debug_scratch", "id")
         self.create_db("test")
 
     # -- system tables --------------------------------------------------------------
-
-    def _system_tables(self) -> dict[str, SystemTable]:
-        def tables() -> list[Table]:
-            return [t for db in self.dbs.values() for t in db.tables.values()]
-
-        views: dict[str, Callable[[], list[dict]]] = {
-            "cluster_config": lambda: [{"heartbeat_timeout_secs": 10, "id": "heartbeat"}],
-            "current_issues": list,
-            "db_config": lambda: [{"id": db.id, "name": db.name} for db in self.dbs.values()],
-            "jobs": list,
-            "logs": list,
-            "permissions": list,
-            "server_config": lambda: [
-                {
-                    "cache_size_mb": "auto",
-                    "id": self.server_id,
-                    "name": self.server_name,
-                    "tags": ["default"],
-                }
-            ],
-            "server_status": lambda: [self._server_status()],
-            "stats": list,
-            "table_config": lambda: [t.config_row() for t in tables()],
-            "table_status": lambda: [t.status_row() for t in tables()],
-            "users": lambda: [{"id": "admin", "password": False}],
-        }
-        return {name: SystemTable(name, rows) for name, rows in views.items()}
-
-    def _server_status(self) -> dict[str, Any]:
-        return {
-            "id": self.server_id,
-            "name": self.server_name,
-            "network": {"canonical_addresses": [], "hostname": "localhost", "reql_port": 28015},
-            "process": {
-                "argv": [],
-                "cache_size_mb": 100,
-                "pid": 0,
-                "version": "rethinkdb 2.4.0 (ReQL test server)",
-            },
-        }
 
     def _system_change(self, name: str, old: Any, new: Any) -> None:
         view = self.system[name]
@@ -300,6 +208,9 @@ class Store:
         if database is None:
             raise ReqlOpFailedError(f"Database `{name}` does not exist.")
         return database
+
+    def db_id(self, name: str) -> str:
+        return self.system_db_id if name == SYSTEM_DB else self.db(name).id
 
     def db_names(self) -> list[str]:
         return sorted([SYSTEM_DB, *self.dbs])
@@ -328,11 +239,18 @@ class Store:
 
     # -- tables -----------------------------------------------------------------------
 
-    def table(self, db: str, name: str) -> TableLike:
+    def table(self, db: str, name: str, identifier_format: str | None = None) -> TableLike:
+        """A table; for a system table, ``identifier_format="uuid"`` gives the view
+        naming databases and servers by id."""
         if db == SYSTEM_DB:
+            if name == self.scratch.name:
+                return self.scratch
             view = self.system.get(name)
             if view is None:
                 raise ReqlOpFailedError(f"Table `{db}.{name}` does not exist.")
+            if identifier_format == "uuid" and name in UUID_ROWS:
+                convert = UUID_ROWS[name]
+                return SystemTable(name, lambda: [convert(self, row) for row in view.scan()])
             return view
         table = self.db(db).tables.get(name)
         if table is None:
@@ -344,7 +262,9 @@ class Store:
             return sorted(self.system)
         return sorted(self.db(db).tables)
 
-    def create_table(self, db: str, name: str, primary_key: str = "id") -> Table:
+    def create_table(
+        self, db: str, name: str, primary_key: str = "id", durability: str = "hard", shards: int = 1
+    ) -> Table:
         check_name(name, "Table")
         if db == SYSTEM_DB:
             raise ReqlOpFailedError(
@@ -354,9 +274,17 @@ class Store:
         if name in database.tables:
             raise ReqlOpFailedError(f"Table `{db}.{name}` already exists.")
         table = database.tables[name] = Table(self, db, name, primary_key)
+        table.durability, table.shards = durability, shards
         self._system_change("table_config", None, table.config_row())
         self._system_change("table_status", None, table.status_row())
         return table
+
+    def rename_table(self, table: Table, name: str) -> None:
+        """Give a table a new name in its database (its id, data and feeds stay)."""
+        tables = self.db(table.db).tables
+        del tables[table.name]
+        table.name = name
+        tables[name] = table
 
     def drop_table(self, db: str, name: str) -> dict:
         """Drop a table, abort its feeds; returns its last config row."""
@@ -376,13 +304,32 @@ class Store:
 
     def change_indexes(self, table: Table, change: Callable[[], object]) -> None:
         """Run an index change and report it on ``table_config`` feeds."""
-        old = table.config_row()
+        self.change_config(table, change)
+
+    def change_config(self, table: Table, change: Callable[[], object]) -> None:
+        """Run a change of a table's configuration and report it on ``table_config``
+        and ``table_status`` feeds."""
+        old, old_status = table.config_row(), table.status_row()
         change()
         self._system_change("table_config", old, table.config_row())
+        status = table.status_row()
+        if status != old_status:
+            self._system_change("table_status", old_status, status)
 
     def all_sources(self) -> list[FeedSource]:
         tables: list[FeedSource] = [t for db in self.dbs.values() for t in db.tables.values()]
-        return tables + list(self.system.values())
+        return [*tables, self.scratch, *self.system.values()]
+
+
+def hook_config(table: Table) -> dict[str, Any] | None:
+    """A table's write hook as its config and ``get_write_hook()`` show it."""
+    if table.write_hook is None:
+        return None
+    text = json.dumps(table.write_hook, separators=(",", ":"))
+    return {
+        "function": make_binary(HOOK_BLOB_PREFIX + text.encode("utf-8")),
+        "query": f"setWriteHook({text})",
+    }
 
 
 def check_name(name: str, what: str) -> None:

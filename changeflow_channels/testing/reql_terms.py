@@ -7,34 +7,51 @@ from __future__ import annotations
 from typing import Any
 
 from . import (
-    reql_feeds,
+    reql_feeds_term,
     reql_ops_admin,
     reql_ops_aggregate,
     reql_ops_array,
     reql_ops_control,
     reql_ops_data,
+    reql_ops_fold,
+    reql_ops_group,
+    reql_ops_info,
+    reql_ops_join,
+    reql_ops_lazy,
     reql_ops_math,
     reql_ops_obj,
+    reql_ops_order,
+    reql_ops_random,
     reql_ops_select,
     reql_ops_seq,
     reql_ops_time,
+    reql_ops_users,
     reql_writes,
 )
-from .reql_eval import HANDLERS, TERM_NAMES, Ctx, check
+from .reql_check import check
+from .reql_eval import HANDLERS, TERM_NAMES, Ctx
 
 # The modules above register their handlers on import.
 MODULES = (
-    reql_feeds,
+    reql_feeds_term,
     reql_ops_admin,
     reql_ops_aggregate,
     reql_ops_array,
     reql_ops_control,
     reql_ops_data,
+    reql_ops_fold,
+    reql_ops_group,
+    reql_ops_info,
+    reql_ops_join,
+    reql_ops_lazy,
     reql_ops_math,
+    reql_ops_random,
     reql_ops_obj,
+    reql_ops_order,
     reql_ops_select,
     reql_ops_seq,
     reql_ops_time,
+    reql_ops_users,
     reql_writes,
 )
 

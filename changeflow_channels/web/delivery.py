@@ -3,8 +3,8 @@
 Each subscription's rules (positions, gaps, resync, sync requests and their
 timeouts) are ``subscriptions.Subscription``'s, as plain code. Here are the
 ``changeflow.*`` handlers of ``ChangeflowConsumer`` that feed it events and do
-what its actions say: row rules and filters, frames (each change's encoded once
-per process), sync requests, and timers. A timer only puts an event into the
+what its actions say: row rules, filters and frames (``web/seen.py``; each
+change's encoded once per process), sync requests, and timers. A timer only puts an event into the
 consumer's own queue (``LocalEvents``, ``web/local_events.py``): it reaches ``dispatch`` like any
 message, so nothing changes a subscription while another message is handled.
 
@@ -23,7 +23,7 @@ from typing import Any
 from channels.consumer import get_handler_name
 
 from ..changes import BATCH_TYPE, CHANGE_TYPE
-from ..permissions import RowRuleError, apply_row_rule, has_row_rule
+from ..permissions import has_row_rule
 from ..redis_layer import LAYER_ERRORS
 from ..sync import SYNC_TYPE, sync_channel
 from .actions import (
@@ -38,19 +38,8 @@ from .actions import (
 )
 from .filters import seen_through
 from .local_events import LocalEvents
-from .protocol import (
-    SEND_FAILED,
-    UNAVAILABLE,
-    batch_text,
-    byte_size,
-    change_frame,
-    encode,
-    error_frame,
-    fits,
-    pack,
-    snapshot_texts,
-    too_large_frame,
-)
+from .protocol import SEND_FAILED, batch_text, change_frame, encode, fits, pack
+from .seen import _ENDED, Frames, SeenMixin
 from .subscriptions import Subscription
 
 logger = logging.getLogger(__name__)
@@ -59,25 +48,13 @@ LIVE_TYPES = (CHANGE_TYPE, BATCH_TYPE)
 # The consumer's own events (timers), through its dispatch.
 SYNC_RETRY_TYPE = "changeflow.sync.retry"
 SYNC_TIMEOUT_TYPE = "changeflow.sync.timeout"
-# A change message's frame, encoded by the first consumer of this process that sends it.
-ENCODED = "_changeflow_frame"
-# The same for a batch message's whole ``batch`` frame, when sent whole.
+# A batch message's whole ``batch`` frame, encoded once per process, when sent whole.
 ENCODED_BATCH = "_changeflow_frames"
 
-# Frames on their way to the client: (JSON text, read_at of a live change).
-Frames = list[tuple[str, float | None]]
+__all__ = ["DeliveryMixin", "Frames", "LocalEvents"]  # LocalEvents: web/local_events.py
 
 
-def _everything(document: Any) -> bool:
-    return True
-
-
-_ENDED = object()  # a row rule failed: the subscription has ended
-
-__all__ = ["DeliveryMixin", "LocalEvents"]  # LocalEvents: web/local_events.py
-
-
-class DeliveryMixin:
+class DeliveryMixin(SeenMixin):
     """The ``changeflow.change`` / ``changeflow.batch`` / ``changeflow.sync.*`` /
     ``changeflow.layer_recovered`` handlers of ``ChangeflowConsumer``. Needs
     ``send_frame``, ``_leave``, ``channel_layer``, ``channel_name``, ``settings``,
@@ -244,6 +221,7 @@ class DeliveryMixin:
             filter=sub.filter,
             snapshot=sub.snapshot,
             sync_timeout=sub.sync_timeout,
+            numbering=sub.numbering,  # its numbers go on: the client's duplicate check
         )
         self.subscriptions[sub.key] = fresh  # the old one's sync answers and timers find nothing
         frame = {"event": "resync", "stream": sub.stream, "reason": SEND_FAILED}
@@ -281,95 +259,6 @@ class DeliveryMixin:
                 self.events.cancel((action.request_id, SYNC_RETRY_TYPE))
                 if not action.keep_timeout:
                     self.events.cancel((action.request_id, SYNC_TIMEOUT_TYPE))
-
-    async def _row_rule(self, sub: Subscription, change: dict[str, Any], frames: Frames) -> Any:
-        """The change as the policy's row rule and the subscription's filter let
-        this client see it: None when hidden, ``_ENDED`` when the rule failed."""
-        try:
-            seen = await apply_row_rule(self.policy, self.user, sub.stream, change)
-        except RowRuleError as error:
-            await self._row_rule_failed(sub, error, frames)
-            return _ENDED
-        if seen is None:
-            return None
-        return seen_through(seen, sub.filter.matches if sub.filter else _everything)
-
-    def _change_text(
-        self, sub: Subscription, message: dict[str, Any], change: dict[str, Any], live: bool
-    ) -> tuple[str, float | None]:
-        """A change frame (as ``sub`` sees ``change``): its text, and the time its
-        message was read off the feed (replayed, not ``live``: out of the send lag
-        metric). A frame larger than ``CHANGEFLOW_MAX_SENT_FRAME_BYTES`` becomes a
-        ``too_large`` error frame with the change's position."""
-        text, read_at = self._change_frame_text(sub, message, change, live)
-        bound = self.settings.max_sent_frame_bytes
-        if fits(text, bound):
-            return text, read_at
-        logger.warning("change %s of %s too large to send to a client", message["seq"], sub.stream)
-        what = f"change {message['seq']} ({byte_size(text)} bytes)"
-        frame = too_large_frame(sub.stream, what, bound, message["epoch"], message["seq"])
-        return encode(sub.tag(frame)), None
-
-    @staticmethod
-    def _change_frame_text(
-        sub: Subscription, message: dict[str, Any], change: dict[str, Any], live: bool
-    ) -> tuple[str, float | None]:
-        read_at = message.get("read_at") if live else None
-        if change is not message["change"]:
-            text = encode(sub.tag(change_frame({**message, "change": change})))
-        elif sub.name is None:
-            # The same text for every client of this process: encoded once.
-            cached = message.get(ENCODED)
-            if cached is None:
-                cached = message[ENCODED] = encode(change_frame(message))
-            text = cached
-        else:
-            text = encode(sub.tag(change_frame(message)))
-        return text, read_at
-
-    async def _send_snapshot(self, sub: Subscription, snapshot: Snapshot, frames: Frames) -> bool:
-        """The snapshot as this subscription sees it (False: its row rule failed)."""
-        visible = []
-        try:
-            for document in snapshot.documents:
-                initial = {"type": "initial", "old_val": None, "new_val": document}
-                change = await apply_row_rule(self.policy, self.user, sub.stream, initial)
-                if change is None or change.get("new_val") is None:
-                    continue
-                if sub.filter is None or sub.filter.matches(change["new_val"]):
-                    visible.append(change["new_val"])
-        except RowRuleError as error:
-            await self._row_rule_failed(sub, error, frames)
-            return False
-        frame = {
-            "event": "snapshot",
-            "stream": sub.stream,
-            "documents": visible,
-            "truncated": snapshot.truncated,
-            "epoch": snapshot.epoch,
-            "seq": snapshot.seq,
-        }
-        bound = self.settings.max_sent_frame_bytes
-        texts, left_out = snapshot_texts(sub.tag(frame), bound)  # in parts when large
-        frames.extend((text, None) for text in texts)
-        if left_out:
-            logger.warning("%d documents of %s too large to send to a client", left_out, sub.stream)
-            what = f"{left_out} document(s) of the snapshot"
-            refusal = too_large_frame(sub.stream, what, bound, snapshot.epoch, snapshot.seq)
-            frames.append((encode(sub.tag(refusal)), None))
-        return True
-
-    async def _row_rule_failed(
-        self, sub: Subscription, error: RowRuleError, frames: Frames
-    ) -> None:
-        """Nothing of the stream may be shown when the rule cannot say what: the
-        subscription ends, and the client is told (after what it already got)."""
-        logger.error("row rule failed on %s; ending the subscription: %s", sub.stream, error)
-        await self._leave(sub.key)
-        message = (
-            f"your subscription to {sub.stream} has ended: the server could not check your rows"
-        )
-        frames.append((encode(sub.tag(error_frame(UNAVAILABLE, message))), None))
 
     async def _send_sync(self, sub: Subscription, request: RequestSync) -> None:
         since = request.since

@@ -4,25 +4,99 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .protocol import RATE_LIMITED, FrameError
 
 
 class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; ``take()`` spends one."""
+    """``rate`` tokens a second, at most ``burst`` saved up; ``take()`` spends one.
+    ``clock``: seconds, monotonic (tests give their own)."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self.tokens = burst
-        self.updated = time.monotonic()
+        self.clock = clock
+        self.updated = clock()
 
-    def take(self) -> bool:
-        now = time.monotonic()
+    def available(self) -> float:
+        """The tokens there are now."""
+        now = self.clock()
         self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens < 1:
+        return self.tokens
+
+    def take(self) -> bool:
+        if self.available() < 1:
             return False
         self.tokens -= 1
         return True
+
+    def wait(self) -> float:
+        """Seconds until a token is there (0 when one is)."""
+        return max(0.0, (1 - self.available()) / self.rate)
+
+
+class RateLimited(FrameError):
+    """A request beyond a rate: ``rate_limited``, with the seconds after which the same
+    request would be taken (``retry_after`` in the error frame)."""
+
+    def __init__(self, message: str, retry_after: float, request_id: Any = None) -> None:
+        super().__init__(RATE_LIMITED, message, request_id)
+        self.retry_after = retry_after
+
+
+# Seconds after which a snapshot or resume refused because another of the same stream is
+# under way on the connection may be asked again.
+SYNC_BUSY_RETRY = 1.0
+
+
+class SubscribeLimits:
+    """What subscribing costs a connection: every subscribe frame (subscribing again to
+    the same stream too) spends a token of ``subscribe_rate`` a second (bursts of twice
+    that); one that asks for a snapshot or resumes (``since``) also spends a token of
+    ``sync_rate`` a second (bursts of ``sync_burst``): those make the worker read a table
+    or its history, and send it all. And a stream has one of those under way per
+    connection at a time (``busy``: another subscription of the connection to the same
+    stream waits for its answer). Nothing is spent by a refused request."""
+
+    def __init__(
+        self,
+        subscribe_rate: float,
+        sync_rate: float,
+        sync_burst: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.subscribes = TokenBucket(subscribe_rate, max(1.0, 2 * subscribe_rate), clock)
+        self.syncs = TokenBucket(sync_rate, max(1.0, float(sync_burst)), clock)
+
+    def spend(self, *, sync: bool, busy: bool = False, request_id: Any = None) -> None:
+        """Take a subscribe (and a ``sync``'s) token, or raise ``RateLimited``."""
+        if sync and busy:
+            raise RateLimited(
+                "a snapshot or resume of this stream is under way on this connection",
+                SYNC_BUSY_RETRY,
+                request_id,
+            )
+        if self.subscribes.available() < 1:
+            raise RateLimited(
+                f"at most {self.subscribes.rate:g} subscribes per second",
+                round(self.subscribes.wait(), 3),
+                request_id,
+            )
+        if sync and self.syncs.available() < 1:
+            raise RateLimited(
+                f"at most {self.syncs.rate:g} snapshots or resumes (since) per second",
+                round(self.syncs.wait(), 3),
+                request_id,
+            )
+        self.subscribes.take()
+        if sync:
+            self.syncs.take()
 
 
 class AckError(ValueError):

@@ -43,6 +43,7 @@ from .actions import (
     TimeOutLater,
 )
 from .filters import Filter
+from .positions import Numbering
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ class Subscription:
     resend_delay: float = SYNC_RESEND
     pages: SyncPages = field(default_factory=SyncPages)
     left: deque[str] = field(default_factory=lambda: deque(maxlen=LEFT_EPOCHS))
+    # Under a row rule: the subscription's own numbers for its frames (web/positions.py);
+    # the position above stays the real one, for gaps and resuming with the worker.
+    numbering: Numbering | None = None
 
     @property
     def key(self) -> tuple[str, Any]:
@@ -94,9 +98,14 @@ class Subscription:
 
     # -- events ------------------------------------------------------------------
 
-    def start(self, since: Position | None = None) -> list[Action]:
-        """Just subscribed: resume after ``since``, or take a snapshot first."""
+    def start(self, since: Position | None = None, *, lost: bool = False) -> list[Action]:
+        """Just subscribed: resume after ``since``, or take a snapshot first.
+        ``lost``: the client asked to resume from a position it cannot be given
+        (under a row rule, a ``since`` without a valid cursor): it is told
+        ``resync`` (``no_position``), and starts as a new subscription."""
         actions: list[Action] = []
+        if lost:
+            actions.append(Resync("no_position"))
         if since is not None:
             self.epoch, self.seq = since
             self._request(since, actions)

@@ -9,10 +9,15 @@ subscription asks at once, so the traffic is bounded:
 - identical requests (same table, same ``since``, same ``snapshot``) that arrive
   while one is waiting for its answer join it: the answer is computed once and
   sent to each of their reply channels, each with its own ``id``;
-- at most ``SYNC_CONCURRENCY`` answers are computed and sent at a time (the
-  others wait their turn; waiting for a restarting feed takes no turn);
+- at most ``SYNC_CONCURRENCY`` answers are computed at a time (the others wait
+  their turn; waiting for a restarting feed takes no turn);
+- at most ``SYNC_PER_STREAM`` answers of one stream are sent at a time
+  (``sync_pacing.StreamTurns``): the others wait, their pages shared, not copied;
 - an answer is sent in pages of about ``CHANGEFLOW_BATCH_BYTES`` at most
-  (``sync.answer_pages``): no channel message is unbounded.
+  (``sync.answer_pages``, cut once for all its targets): no channel message is
+  unbounded; a page goes to a Daphne process's channel only when fewer than
+  ``PAGES_AHEAD`` pages sent to it are still there (``sync_pacing.Pacer``): Redis holds
+  a few pages per process, never whole answers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from ..sync import SyncError, SyncRequest, answer_pages, parse_sync
 from .flow import Flow
+from .sync_pacing import Pacer, StreamTurns
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ class Catchup:
         self.reply = reply
         self.page_bytes = flow.settings.batch_bytes
         self._turns = asyncio.Semaphore(concurrency)
+        self._stream_turns = StreamTurns()
+        self._pacer = Pacer(getattr(flow, "channel_layer", None))
         # Requests whose answer is not computed yet: identical ones join them.
         self._waiting: dict[Key, Waiting] = {}
         self._answering: set[asyncio.Task[None]] = set()
@@ -108,16 +116,20 @@ class Catchup:
                     # Computed (or failed): later requests need an answer of their own.
                     if self._waiting.get(key) is waiting:
                         del self._waiting[key]
-                if answer is None:  # forwarded to the worker following the table
-                    for other, message in waiting.joined:
-                        self._start(self._forward(other, message))
-                    return
+            if answer is None:  # forwarded to the worker following the table
+                for other, message in waiting.joined:
+                    self._start(self._forward(other, message))
+                return
+            pages = list(answer_pages(answer, self.page_bytes))  # cut once for all
+            # Sent without a turn (a paced answer must not hold up the others' reads),
+            # at most SYNC_PER_STREAM answers of a stream at once.
+            async with self._stream_turns(request.stream):
                 # Joined requests of a Daphne process whose channel stayed full (one
                 # channel per process in channels_redis) would each wait as long again.
                 stuck: set[str] = set()
                 for target in [request, *(other for other, _ in waiting.joined)]:
                     process = _process_of(target.reply_channel)
-                    if process not in stuck and not await self._send(answer, target):
+                    if process not in stuck and not await self._send(pages, target):
                         stuck.add(process)
         except Exception:  # the task's boundary: the consumer's timeout turns this into a resync
             logger.exception("sync request for %s failed", request.stream)
@@ -127,18 +139,21 @@ class Catchup:
         try:
             answer = await self.flow.sync(request, message)
             if answer is not None:
-                await self._send(answer, request)
+                await self._send(list(answer_pages(answer, self.page_bytes)), request)
         except Exception:  # the task's boundary, as in _answer
             logger.exception("sync request for %s failed", request.stream)
 
-    async def _send(self, answer: dict[str, Any], request: SyncRequest) -> bool:
-        """``answer`` to ``request``'s reply channel, with its ``id``, in pages. A page
-        that could not be sent (``reply`` says False: the channel stayed full, or the
-        layer stayed down) ends it: the answer is incomplete anyway, and the consumer
-        asks again; the rest would only hold up the other answers."""
-        for page in answer_pages({**answer, "id": request.id}, self.page_bytes):
-            if await self.reply(request.reply_channel, page) is False:
+    async def _send(self, pages: list[dict[str, Any]], request: SyncRequest) -> bool:
+        """An answer's ``pages`` to ``request``'s reply channel, with its ``id``, each
+        once the channel has room (``Pacer``). A page that could not be sent (``reply``
+        says False: the channel stayed full, or the layer stayed down) ends it: the
+        answer is incomplete anyway, and the consumer asks again; the rest would only
+        hold up the other answers."""
+        for page in pages:
+            await self._pacer.room(request.reply_channel)
+            if await self.reply(request.reply_channel, {**page, "id": request.id}) is False:
                 return False
+            self._pacer.sent(request.reply_channel)
         return True
 
 

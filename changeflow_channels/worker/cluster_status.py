@@ -10,11 +10,11 @@ import asyncio
 import time
 from typing import Any
 
-from rethinkdb.errors import ReqlError
+from rethinkdb.errors import ReqlAuthError, ReqlError
 
 from ..conf import ChangeflowSettings
 from ..redis_layer import REDIS_ERRORS
-from ..rethink import close_quietly, connect, new_driver
+from ..rethink import auth_failed, close_quietly, connect, new_driver
 from ..rethinkdb_url import parse_rethinkdb_url
 from .leases import RedisTarget, read_registry, redis_target
 from .watch import WatchPatterns
@@ -45,7 +45,7 @@ async def redis_health(target: RedisTarget) -> dict[str, Any]:
 async def rethinkdb_health(settings: ChangeflowSettings) -> tuple[dict[str, Any], list[str]]:
     """Health, and every table (``db.table``) RethinkDB has."""
     address = parse_rethinkdb_url(settings.rethinkdb)
-    where = f"{address.host}:{address.port}"
+    where = address.where
     r = new_driver()
     conn = None
     try:
@@ -56,6 +56,9 @@ async def rethinkdb_health(settings: ChangeflowSettings) -> tuple[dict[str, Any]
         if not isinstance(rows, list):
             rows = [row async for row in rows]
         latency = round((time.perf_counter() - started) * 1000, 2)
+    except ReqlAuthError:
+        error = auth_failed(address)
+        return {"ok": False, "address": where, "error": error, "code": "auth_failed"}, []
     except (ReqlError, OSError, asyncio.TimeoutError) as error:
         return {"ok": False, "address": where, "error": repr(error)}, []
     finally:
@@ -81,7 +84,11 @@ async def gather(settings: ChangeflowSettings, layer: str = "default") -> dict[s
     }
     problems: list[str] = status["problems"]
     if not rethinkdb["ok"]:
-        problems.append(f"RethinkDB unreachable at {rethinkdb['address']}")
+        problems.append(
+            rethinkdb["error"]
+            if rethinkdb.get("code") == "auth_failed"
+            else f"RethinkDB unreachable at {rethinkdb['address']}"
+        )
     if target is None:
         problems.append(
             "the channel layer is not Redis: workers share no state, status cannot see them"
@@ -127,9 +134,11 @@ async def gather(settings: ChangeflowSettings, layer: str = "default") -> dict[s
         "held_by_dead_workers": orphaned,
     }
     if rethinkdb["ok"] and unfollowed:
-        problems.append(f"{len(unfollowed)} watched table(s) followed by no worker")
+        problems.append(f"{_count(len(unfollowed), 'watched table')} followed by no worker")
     if orphaned:
-        problems.append(f"{len(orphaned)} lease(s) held by a worker that is gone (they expire)")
+        problems.append(
+            f"{_count(len(orphaned), 'lease')} held by a worker that is gone (they expire)"
+        )
     status["ok"] = not problems
     return status
 
@@ -138,7 +147,7 @@ def render(status: dict[str, Any]) -> str:
     """The status for a terminal."""
     lines = []
     rethinkdb, redis = status["rethinkdb"], status["redis"]
-    lines.append(_health_line("RethinkDB", rethinkdb, f"{rethinkdb.get('tables', '?')} tables"))
+    lines.append(_health_line("RethinkDB", rethinkdb, _count(rethinkdb.get("tables"), "table")))
     if redis is not None:
         lines.append(_health_line("Redis", redis, f"version {redis.get('version')}"))
     workers = status["workers"]
@@ -149,7 +158,7 @@ def render(status: dict[str, Any]) -> str:
     for worker in workers:
         lines.append(
             f"  {worker['id']}  {worker['host']} pid {worker['pid']}  up {worker['uptime']:.0f} s"
-            f"  heartbeat {worker['heartbeat_age']:.1f} s ago  {len(worker['tables'])} table(s)"
+            f"  heartbeat {worker['heartbeat_age']:.1f} s ago  {_count(len(worker['tables']), 'table')}"
         )
         for stream, table in worker["tables"].items():
             epoch = (table.get("epoch") or "-")[:8]
@@ -171,6 +180,13 @@ def render(status: dict[str, Any]) -> str:
     if status["ok"]:
         lines.append("OK")
     return "\n".join(lines)
+
+
+def _count(number: Any, noun: str) -> str:
+    """``1 table``, ``2 tables``, ``? tables`` (unknown)."""
+    if number is None:
+        return f"? {noun}s"
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _health_line(name: str, health: dict[str, Any], detail: str) -> str:

@@ -1,4 +1,5 @@
-"""Where a change event is born: one changefeed per table, on its own connection."""
+"""Where a change event is born: one changefeed per table, on a connection shared
+with other tables' feeds (``feed_pool.py``) or on its own."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from rethinkdb.errors import ReqlError, ReqlOpFailedError
 
 from .. import metrics
 from ..changes import build_change, change_message, epoch_message
-from ..jsonsafe import RawDecoder, json_safe
-from ..rethink import RAW_FORMATS, Follower
+from ..jsonsafe import RawDecoder
+from ..rethink import RAW_FORMATS, Connections, Follower, close_cursor, close_cursor_soon
 from ..rethinkdb_url import RethinkDBAddress
+from .memory_budget import MemoryBudget
 from .table_state import TableState
 
 logger = logging.getLogger(__name__)
+
+# What a table must be before its feed (re)opens: its primary replica serving.
+FEED_READINESS = "ready_for_writes"
 
 # A changeflow.change (or changeflow.epoch) message -> awaited before the next item is read
 ChangeSink = Callable[[dict[str, Any]], Awaitable[None]]
@@ -43,7 +48,8 @@ class TableFeed(Follower):
     for a new table).
 
     The reconnect loop, its backoff and ``stop()`` are ``Follower``'s; a table
-    gone ends the feed.
+    gone ends the feed. On a shared connection (``connections``), ``stop()``
+    closes the feed's cursor, not the connection.
     """
 
     def __init__(
@@ -59,19 +65,22 @@ class TableFeed(Follower):
         history: int = 1000,
         snapshot_limit: int = 1000,
         feed_queue_size: int = 100_000,
+        connections: Connections | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
-        super().__init__(r, address, f"{database}.{table}")
+        super().__init__(r, address, f"{database}.{table}", connections=connections)
         self.database = database
         self.table = table
         self.sink = sink
         self.announce_initial = announce_initial
-        self.state = TableState(primary_key, history, snapshot_limit)
+        self.state = TableState(primary_key, history, snapshot_limit, budget=budget)
         self.feed_queue_size = feed_queue_size
         self.ready = asyncio.Event()
         self.last_read = 0.0  # loop time of the last item read, for a quiet shutdown
         # This epoch's feed said "ready": its initial values are delivered or loaded.
         self.caught_up_event = asyncio.Event()
         self.metrics = metrics.for_stream(self.stream)
+        self._cursor: Any = None  # the changefeed read now
 
     @property
     def caught_up(self) -> bool:
@@ -109,19 +118,36 @@ class TableFeed(Follower):
         r = self.r
         table = r.db(self.database).table(self.table)
         # A table just created may not be ready: its feed would never say "ready".
-        await table.wait().run(conn)
+        # Not wait()'s default (all replicas ready): with one replica's server down,
+        # that waits until it is back, while a new primary serves the table (and
+        # its changefeed) within seconds. A table that takes writes has a primary.
+        await self.query(table.wait(wait_for=FEED_READINESS).run(conn))
         limit = self.state.snapshot_limit
-        mirrored = limit > 0 and await table.count().run(conn) <= limit
-        cursor = await table.changes(
-            include_initial=mirrored or self.announce_initial,
-            include_states=True,
-            include_types=True,
-            changefeed_queue_size=self.feed_queue_size,
-        ).run(conn, **RAW_FORMATS, json_decoder=RawDecoder)
-        self.state.reset(uuid.uuid4().hex, mirrored=mirrored)
-        self.caught_up_event.clear()
-        logger.info("following %s (epoch %s)", self.stream, self.state.epoch)
-        await self.kept_alive(conn, self._read(cursor))
+        # Only "at most limit?" matters: counting stops after limit + 1 documents.
+        mirrored = limit > 0 and await self.query(table.limit(limit + 1).count().run(conn)) <= limit
+        cursor = self._cursor = await self.query(
+            table.changes(
+                include_initial=mirrored or self.announce_initial,
+                include_states=True,
+                include_types=True,
+                changefeed_queue_size=self.feed_queue_size,
+            ).run(conn, **RAW_FORMATS, json_decoder=RawDecoder)
+        )
+        try:
+            self.state.reset(uuid.uuid4().hex, mirrored=mirrored)
+            self.caught_up_event.clear()
+            logger.info("following %s (epoch %s)", self.stream, self.state.epoch)
+            await self.kept_alive(conn, self._read(cursor))
+        finally:
+            # On a shared connection the feed would go on at the server.
+            self._cursor = None
+            await close_cursor(cursor)
+
+    def wake(self) -> None:
+        """Stopping: the cursor ends once what it holds is read (everything read is
+        delivered); a shared connection stays open for the other feeds."""
+        if self._cursor is not None and self.connections.shared:
+            close_cursor_soon(self._cursor)
 
     async def _read(self, cursor: Any) -> None:
         # Everything read is delivered, even while stopping: stop() closes the
@@ -132,6 +158,7 @@ class TableFeed(Follower):
             kind = item.get("type")
             if kind == "state":
                 if item.get("state") == "ready":
+                    self.progressed()  # a restart after this one waits the least
                     self.caught_up_event.set()
                     self.ready.set()
                     await self._announce_epoch()
@@ -142,7 +169,7 @@ class TableFeed(Follower):
                 logger.error("%s: %s; restarting the feed", self.stream, item["error"])
                 return
             if kind == "initial" and not self.announce_initial:
-                self.state.load(json_safe(item["new_val"]))
+                self.state.load(item["new_val"])  # JSON-safe: RawDecoder
                 continue
             change = build_change(item, initial_as_add=self.announce_initial)
             state = self.state

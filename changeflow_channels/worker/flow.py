@@ -1,4 +1,5 @@
-"""The worker's machinery: discovery, one feed per watched table, delivery, hooks, pushes."""
+"""The worker's machinery: discovery, one feed per watched table (on shared
+connections), delivery, hooks, pushes."""
 
 from __future__ import annotations
 
@@ -96,6 +97,8 @@ class Flow:
             snapshot_limit=settings.snapshot_limit,
             feed_queue_size=settings.feed_queue_size,
             fenced=fence.enforced,
+            connections=settings.feed_connections,
+            memory_budget=settings.memory_budget,
         )
         self.ownership: Ownership = ownership_for(
             leases,
@@ -224,6 +227,7 @@ class Flow:
             for task in pending:
                 task.cancel()
         self.following.clear()
+        await self.following.close()
         try:
             await asyncio.wait_for(self.delivery.drain(), STOP_TIMEOUT)
         except asyncio.TimeoutError:

@@ -47,7 +47,7 @@ from ..pushes import (
     PushRequest,
     error_result,
 )
-from ..rethink import is_connection_error
+from ..rethink import LOST_PRIMARY, is_connection_error
 from .push_keys import PENDING, Attempt
 
 if TYPE_CHECKING:
@@ -212,7 +212,9 @@ def count_ours_inserted(answer: dict[str, Any]) -> None:
 
 async def with_records(writer: PushWriter, give_up: float, work: Any) -> Any:
     """``work(conn)`` on the writer's connection, tried again while RethinkDB is
-    unreachable, until ``give_up`` (``time.monotonic()``)."""
+    unreachable or the records' table lost its primary (``LOST_PRIMARY``: a record
+    written again is recognised, ``begin`` finds our own pending record ours and
+    ``complete`` is an update), until ``give_up`` (``time.monotonic()``)."""
     delay = 0.1
     while True:
         conn = None
@@ -220,15 +222,21 @@ async def with_records(writer: PushWriter, give_up: float, work: Any) -> Any:
             conn = await writer.connection.get()
             return await work(conn)
         except (ReqlError, OSError, asyncio.TimeoutError) as error:
-            if isinstance(error, ReqlError) and not is_connection_error(error, conn):
+            lost_primary = isinstance(error, LOST_PRIMARY)
+            if isinstance(error, ReqlError) and not (
+                lost_primary or is_connection_error(error, conn)
+            ):
                 raise
-            await writer.connection.discard()
+            if not lost_primary:
+                await writer.connection.discard()
+            # The class only for a lost primary: its text quotes the query (records, answers).
+            why = type(error).__name__ if lost_primary else error
             if time.monotonic() + delay > give_up:
                 raise RecordsUnavailable(
-                    f"RethinkDB unavailable for {writer.deadline:g} s: {error}"
+                    f"RethinkDB unavailable for {writer.deadline:g} s: {why}"
                 ) from error
             logger.warning(
-                "RethinkDB unavailable (%s); retrying push's record in %.1f s", error, delay
+                "RethinkDB unavailable (%s); retrying push's record in %.1f s", why, delay
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

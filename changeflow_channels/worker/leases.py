@@ -12,12 +12,21 @@ workers shares one namespace):
 Every call is bounded by ``timeout`` (a Redis that does not answer must not
 hold up the fencing of leases). Pure Redis operations, no policy: see
 ``table_sharing.py`` for who takes what.
+
+Replicas (``CHANGEFLOW_LEASE_REPLICAS``): Redis replicates asynchronously, so a
+failover (Sentinel promoting a replica) loses the writes the replica had not
+received yet: a lease taken then is gone on the new master, another worker takes
+it, and two workers follow one table. With ``replicas`` > 0 a lease counts as
+taken, and a renewal as extending it, only once that many replicas acknowledged it
+(``WAIT``, on the same connection, within half the call's bound); a lease taken
+without the acknowledgements is given back at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -26,6 +35,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # ARGV: worker id, ttl ms, info JSON. KEYS: workers zset, info key. Returns live ids.
 _HEARTBEAT = """
@@ -80,6 +90,15 @@ def _text(value: Any) -> str:
 
 
 @dataclass
+class Renewal:
+    """What a renewal did: the streams whose lease is still ours (and was extended), and
+    whether the replicas it needs acknowledged the extension."""
+
+    renewed: set[str]
+    acknowledged: bool
+
+
+@dataclass
 class RedisTarget:
     """Where the leases live: a Redis client and the key namespace."""
 
@@ -88,17 +107,23 @@ class RedisTarget:
     description: str  # for logs and ``changeflow status`` (no password)
 
 
-def redis_target(layer_alias: str, redis_url: str | None, channel: str) -> RedisTarget | None:
+def redis_target(
+    layer_alias: str, redis_url: str | dict[str, Any] | None, channel: str
+) -> RedisTarget | None:
     """The Redis of the channel layer ``layer_alias`` (its first host, its prefix),
-    or ``redis_url`` (CHANGEFLOW_REDIS) when set; None for a layer that is not
-    channels_redis and no ``redis_url``: no leases, one worker."""
+    or ``redis_url`` (CHANGEFLOW_REDIS) when set: a URL, or a Sentinel host
+    (``{"sentinels": [(host, port), ...], "master_name": ...}``, as in CHANNEL_LAYERS),
+    whose every new connection asks the Sentinels for the master; None for a layer
+    that is not channels_redis and no ``redis_url``: no leases, one worker."""
     from channels_redis.utils import create_pool, decode_hosts
     from django.conf import settings
 
     config = getattr(settings, "CHANNEL_LAYERS", {}).get(layer_alias, {})
     prefix = config.get("CONFIG", {}).get("prefix", "asgi")
-    if redis_url:
-        host: dict[str, Any] = {"address": redis_url}
+    if isinstance(redis_url, dict):
+        host: dict[str, Any] = dict(redis_url)
+    elif redis_url:
+        host = {"address": redis_url}
     elif any(name in str(config.get("BACKEND", "")) for name in ("channels_redis", "redis_layer")):
         host = decode_hosts(config.get("CONFIG", {}).get("hosts"))[0]
     else:
@@ -123,7 +148,12 @@ class LeaseStore:
     """One worker's handle on the leases and the registry."""
 
     def __init__(
-        self, target: RedisTarget, worker_id: str, lease_time: float, timeout: float
+        self,
+        target: RedisTarget,
+        worker_id: str,
+        lease_time: float,
+        timeout: float,
+        replicas: int = 0,
     ) -> None:
         self.redis = target.redis
         self.namespace = target.namespace
@@ -131,6 +161,8 @@ class LeaseStore:
         self.worker_id = worker_id
         self.lease_ms = max(1, int(lease_time * 1000))
         self.timeout = timeout
+        self.replicas = replicas  # acknowledgements a lease's writes need (see the module doc)
+        self.wait_ms = max(1, int(timeout * 500))
         self._heartbeat = self.redis.register_script(_HEARTBEAT)
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
@@ -156,20 +188,46 @@ class LeaseStore:
         return [_text(worker) for worker in live]
 
     async def acquire(self, stream: str) -> bool:
-        """Take the lease of a table nobody holds."""
+        """Take the lease of a table nobody holds (acknowledged by ``replicas`` replicas)."""
         key = self.lease_key(stream)
-        return bool(
-            await self._bounded(self.redis.set(key, self.worker_id, nx=True, px=self.lease_ms))
-        )
+        if not self.replicas:
+            return bool(
+                await self._bounded(self.redis.set(key, self.worker_id, nx=True, px=self.lease_ms))
+            )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(key, self.worker_id, nx=True, px=self.lease_ms)
+        pipe.wait(self.replicas, self.wait_ms)
+        taken, acknowledged = await self._bounded(pipe.execute())
+        if taken and int(acknowledged) < self.replicas:
+            logger.warning(
+                "%s: lease not counted on, acknowledged by %d of %d replica(s): given back",
+                stream,
+                int(acknowledged),
+                self.replicas,
+            )
+            await self.release([stream])
+            return False
+        return bool(taken)
 
-    async def renew(self, streams: Iterable[str]) -> set[str]:
-        """Extend the leases still ours; the streams whose lease was renewed."""
+    async def renew(self, streams: Iterable[str]) -> Renewal:
+        """Extend the leases still ours: the streams whose lease was renewed, and whether
+        ``replicas`` replicas acknowledged it (if not, a failover may undo the renewal)."""
         streams = list(streams)
         if not streams:
-            return set()
+            return Renewal(set(), True)
         keys = [self.lease_key(s) for s in streams]
-        flags = await self._bounded(self._renew(keys=keys, args=[self.worker_id, self.lease_ms]))
-        return {stream for stream, flag in zip(streams, flags, strict=True) if int(flag)}
+        args: list[str | int] = [self.worker_id, self.lease_ms]
+        acknowledged = True
+        if self.replicas:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.eval(_RENEW, len(keys), *keys, *args)  # the script's text: one connection
+            pipe.wait(self.replicas, self.wait_ms)
+            flags, replicas = await self._bounded(pipe.execute())
+            acknowledged = int(replicas) >= self.replicas
+        else:
+            flags = await self._bounded(self._renew(keys=keys, args=args))
+        renewed = {stream for stream, flag in zip(streams, flags, strict=True) if int(flag)}
+        return Renewal(renewed, acknowledged)
 
     async def release(self, streams: Iterable[str]) -> int:
         """Give up leases (only those still ours)."""

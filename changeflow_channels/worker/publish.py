@@ -283,6 +283,11 @@ class Delivery:
                 logger.warning("channel layer unavailable (%r); retrying in %.1f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                if not self._may_send(group):
+                    # Lost while waiting: another worker follows the table now, and a
+                    # late message of ours (an epoch) would move its subscribers back.
+                    logger.warning("%s: changes not sent: lease lost", group)
+                    return None
 
 
 def _before_epoch(pending: list[dict[str, Any]], limit: int) -> int:

@@ -38,6 +38,7 @@ from rethinkdb.errors import ReqlError
 
 from .. import metrics
 from ..pushes import (
+    RESULTS_TYPE,
     UNAVAILABLE,
     error_result,
 )
@@ -76,6 +77,12 @@ class PushWindow:
         if self.free <= 0:
             self.room.clear()
         return taken
+
+    def hold(self, count: int) -> None:
+        """Take ``count`` more places, room or not (the pushes of a batch taken as one)."""
+        self.free -= count
+        if self.free <= 0:
+            self.room.clear()
 
     def release(self, count: int) -> None:
         self.free += count
@@ -131,11 +138,12 @@ async def _write_group(writer: PushWriter, items: list[Received]) -> None:
     except (ReqlError, OSError, asyncio.TimeoutError) as error:
         if is_connection_error(error):
             await writer.connection.discard()
+        # The error's class only: a query error's text quotes the documents.
         logger.warning(
-            "insert of %d pushes into %s failed (%r); writing them one by one",
+            "insert of %d pushes into %s failed (%s); writing them one by one",
             len(items),
             first.stream,
-            error,
+            type(error).__name__,
         )
         counts = None
     if counts is not None and not counts.get("errors") and counts.get("inserted") == len(documents):
@@ -147,11 +155,14 @@ async def _write_group(writer: PushWriter, items: list[Received]) -> None:
             item.result = push_result(item.request, inserted, item.generated)
         return
     if counts is not None:
+        # Counts only: RethinkDB's ``first_error`` may quote a stored document.
         logger.warning(
-            "insert of %d pushes into %s: %s; writing them one by one",
+            "insert of %d pushes into %s: %s of %d inserted, %s refused; writing them one by one",
             len(items),
             first.stream,
-            counts.get("first_error") or f"{counts.get('inserted')} of {len(documents)} inserted",
+            counts.get("inserted"),
+            len(documents),
+            counts.get("errors"),
         )
     # The group may have landed in full or in part: retry rules recognise ours.
     for item in items:
@@ -173,15 +184,16 @@ class PushPipeline:
         self.flow = flow
         self.send_reply = send_reply
         self.window = window
-        self.waiting: deque[dict[str, Any]] = deque()
+        self.waiting: deque[tuple[dict[str, Any], int | None]] = deque()
         self.arrived = asyncio.Event()
         self.idle = asyncio.Event()  # nothing waiting, being written or being answered
         self.idle.set()
         self.task: asyncio.Future[None] | None = None
         self.answering: asyncio.Future[None] | None = None
 
-    def put(self, message: dict[str, Any]) -> None:
-        self.waiting.append(message)
+    def put(self, message: dict[str, Any], batch: int | None = None) -> None:
+        """``message`` to write; ``batch``: the number of the batch it came in."""
+        self.waiting.append((message, batch))
         self.idle.clear()
         self.arrived.set()
         if self.task is None:
@@ -205,7 +217,7 @@ class PushPipeline:
                     self.arrived.clear()
                     await self.arrived.wait()
                 continue
-            messages: list[dict[str, Any]] = []
+            messages: list[tuple[dict[str, Any], int | None]] = []
             while self.waiting and len(messages) < IN_FLIGHT:
                 messages.append(self.waiting.popleft())
             try:
@@ -218,8 +230,8 @@ class PushPipeline:
             await self.answering
             self.answering = None
 
-    async def _round(self, messages: list[dict[str, Any]]) -> None:
-        items = [self._receive(message) for message in messages]
+    async def _round(self, messages: list[tuple[dict[str, Any], int | None]]) -> None:
+        items = [self._receive(message, batch) for message, batch in messages]
         try:
             items = await learn_primary_keys(
                 self.flow.writer, items, self.flow.settings.max_document_bytes
@@ -240,9 +252,9 @@ class PushPipeline:
         await self._answered()  # the previous round's answers, sent meanwhile
         self.answering = asyncio.ensure_future(self._answer(items))
 
-    def _receive(self, message: dict[str, Any]) -> Received:
+    def _receive(self, message: dict[str, Any], batch: int | None) -> Received:
         try:
-            return receive(message, self.flow.writer, self.flow.settings.max_document_bytes)
+            return receive(message, self.flow.writer, self.flow.settings.max_document_bytes, batch)
         except Exception as error:  # a bug of ours: this push is answered, the others go on
             logger.exception("push could not be read")
             return Received(
@@ -279,12 +291,21 @@ class PushPipeline:
 
     async def _answer(self, items: list[Received]) -> None:
         by_channel: dict[str, list[dict[str, Any]]] = {}
+        together: dict[str, bool] = {}  # every push to the channel takes batched answers
         for item in items:
             reply = item.message.get("reply_channel")
             if isinstance(reply, str) and reply and item.result is not None:
                 by_channel.setdefault(reply, []).append(item.result)
+                together[reply] = together.get(reply, True) and (
+                    item.message.get("batch_answers") is True
+                )
 
         async def send_in_order(channel: str, results: list[dict[str, Any]]) -> None:
+            if len(results) > 1 and together[channel]:
+                # One message for all of them (a websocket consumer's pushes).
+                if not await self.send_reply(channel, {"type": RESULTS_TYPE, "results": results}):
+                    logger.warning("%d answer(s) on %s not sent", len(results), channel)
+                return
             for index, result in enumerate(results):
                 if not await self.send_reply(channel, result):
                     # Its channel stayed full (a sender gone, or far behind) or the layer

@@ -3,8 +3,10 @@
 One document per (table, key): ``pending`` while its push is being written (with
 the keys chosen for its documents), then ``done`` with the push's answer
 (``idempotency.py`` says what each step means). The table and its index on
-``at`` are made on first use (and again if RethinkDB lost them); records older
-than the window are deleted in the background, in bounded rounds.
+``at`` are made on first use (and again if RethinkDB lost them), with a replica on
+each server up to three (on a cluster, losing one server must not stop every push
+with a key); records older than the window are deleted in the background, in
+bounded rounds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ DONE = "done"
 EXPIRE_BATCH = 1000
 EXPIRE_EVERY = 60.0
 QUERY_TIMEOUT = 5.0
+# Replicas of the records' table when the worker makes it (fewer servers: one on each).
+REPLICAS = 3
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,16 @@ class PushKeys:
                 await self._make(conn)
 
     async def _make(self, conn: Any) -> None:
-        await create_table(self.r, conn, DATABASE, TABLE)
+        # As many replicas as the cluster can hold, up to REPLICAS: RethinkDB refuses more
+        # than it has servers (asking it how many needs a user allowed to read the system
+        # tables, which the bridge's own user need not be).
+        for replicas in range(REPLICAS, 0, -1):
+            try:
+                await create_table(self.r, conn, DATABASE, TABLE, replicas=replicas)
+                break
+            except ReqlOpFailedError:
+                if replicas == 1:
+                    raise
         if AT_INDEX not in await self.table.index_list().run(conn):
             try:
                 await self.table.index_create(AT_INDEX).run(conn)
@@ -136,6 +149,19 @@ class PushKeys:
                 held.get("copies", 0) > attempt.record.get("copies", 0) or held.get("state") == DONE
             )
         )
+
+    async def answered(self, conn: Any, record_id: str, fingerprint: str) -> dict[str, Any] | None:
+        """The recorded answer of a fresh ``done`` record of this push, or None."""
+        held = await self._run(conn, self.table.get(record_id))
+        if (
+            not held
+            or held.get("state") != DONE
+            or held.get("fingerprint") != fingerprint
+            or held.get("at", 0) < time.time() - self.window
+            or "result" not in held
+        ):
+            return None
+        return dict(held["result"])
 
     async def complete(self, conn: Any, attempt: Attempt, answer: dict[str, Any]) -> dict[str, Any]:
         """Record ``answer``; the answer recorded (another attempt's, if it was first)."""

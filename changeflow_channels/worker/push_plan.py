@@ -46,11 +46,16 @@ class Received:
     result: dict[str, Any] | None = None
     # A keyed push recorded with the round's others (idempotent_rounds.py).
     attempt: Attempt | None = None
+    # The ``changeflow.push.batch`` it came in (a number of the worker's), if any: the
+    # pushes of one batch were sent at one moment, none waiting for another.
+    batch: int | None = None
 
 
-def receive(message: dict[str, Any], writer: PushWriter, max_bytes: int) -> Received:
+def receive(
+    message: dict[str, Any], writer: PushWriter, max_bytes: int, batch: int | None = None
+) -> Received:
     """Check ``message`` and give its documents their keys (before any attempt)."""
-    item = Received(message)
+    item = Received(message, batch=batch)
     kind = message.get("type")
     if kind != PUSH_TYPE:
         item.result = error_result(message.get("id"), f"unknown message type {kind!r}", INVALID)
@@ -102,7 +107,7 @@ async def learn_primary_keys(
         # RethinkDB unreachable: the writes that follow will retry, or answer the error.
         logger.debug("primary keys not looked up: %r", error)
     return [
-        receive(item.message, writer, max_bytes)
+        receive(item.message, writer, max_bytes, item.batch)
         if item.request is not None and (item.request.database, item.request.table) in unknown
         else item
         for item in items
@@ -114,16 +119,22 @@ class Group:
     items: list[Received]
     documents: int
     size: int
-    # The reply channels of its pushes (None: pushes without one, one sender).
-    senders: set[str | None] = field(default_factory=set)
+    # The reply channels of its pushes (None: pushes without one, one sender), each
+    # with the batch its pushes came in (None: a push alone).
+    senders: dict[str | None, int | None] = field(default_factory=dict)
 
     def takes(self, item: Received, count: int) -> bool:
         """Whether ``item`` (of ``count`` documents) may join: within the limits, and
         no second push of one sender (RethinkDB writes the documents of one
-        insert in no particular order)."""
+        insert in no particular order), unless both came in one batch (sent at one
+        moment: no order among them to keep)."""
         assert item.request is not None
+        sender = item.request.reply_channel
         return (
-            item.request.reply_channel not in self.senders
+            (
+                sender not in self.senders
+                or (item.batch is not None and self.senders[sender] == item.batch)
+            )
             and self.documents + count <= GROUP_DOCUMENTS
             and self.size + item.size <= GROUP_BYTES
         )
@@ -133,7 +144,7 @@ class Group:
         self.items.append(item)
         self.documents += count
         self.size += item.size
-        self.senders.add(item.request.reply_channel)
+        self.senders[item.request.reply_channel] = item.batch
 
 
 def plan(items: list[Received]) -> list[Group]:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
-from rethinkdb.errors import ReqlError, ReqlOpFailedError
+from rethinkdb.errors import (
+    ReqlError,
+    ReqlOpFailedError,
+)
 
 from ..conf import get_settings
 from ..pushes import (
+    CONFLICT,
     INVALID,
+    NOT_FOUND,
     REJECTED,
     RESULT_TYPE,
     UNAVAILABLE,
@@ -21,9 +27,10 @@ from ..pushes import (
     PushRequest,
     error_result,
 )
-from ..rethink import Reconnecting, is_connection_error
+from ..rethink import LOST_PRIMARY, Reconnecting, is_connection_error
 from ..tables.ddl import TableRegistry, repair_table, table_exists
 from .feed_gate import FEED_NOT_READY, AlwaysOpen, FeedGate
+from .push_checked import write_expected
 from .push_keys import PushKeys
 
 logger = logging.getLogger(__name__)
@@ -91,8 +98,10 @@ class PushWriter:
                 if not await self.feed_gate.open(conn, request.database, request.table, give_up):
                     return error_result(request.id, FEED_NOT_READY, UNAVAILABLE)
                 try:
-                    counts = await self._apply_in_time(conn, request, retry)
-                except ReqlOpFailedError:
+                    counts = await self._apply_in_time(conn, request, retry, generated)
+                except (ReqlOpFailedError, *LOST_PRIMARY):
+                    # A missing table, or a lost primary (the write may have landed):
+                    # tried again until ``give_up`` (then answered as refused).
                     if not created and not await table_exists(
                         self.r, conn, request.database, request.table
                     ):
@@ -104,12 +113,21 @@ class PushWriter:
                         raise
                     continue
                 self.written.add((request.database, request.table))
+                if counts.get("first_error"):
+                    # RethinkDB's text may quote a stored document: never above DEBUG.
+                    logger.debug("push into %s: %s", request.stream, counts["first_error"])
                 return push_result(request, counts, generated)
             except PushError as error:
                 return error_result(request.id, str(error), INVALID)
             except (ReqlError, OSError, asyncio.TimeoutError) as error:
                 if isinstance(error, ReqlError) and not is_connection_error(error, conn):
-                    return error_result(request.id, error.message, REJECTED)
+                    # Its text may quote documents (ours, or stored ones): not answered.
+                    logger.debug("push into %s refused: %s", request.stream, error.message)
+                    return error_result(
+                        request.id,
+                        f"RethinkDB refused the write ({type(error).__name__})",
+                        REJECTED,
+                    )
                 await self.connection.discard()
                 # The write may have happened before the connection broke.
                 retry = True
@@ -174,21 +192,62 @@ class PushWriter:
         await self.tables.ensure(conn, database, table)
         return await asyncio.wait_for(query.run(conn), WRITE_TIMEOUT)
 
-    async def _apply_in_time(self, conn: Any, request: PushRequest, retry: bool) -> dict[str, Any]:
+    async def _insert(
+        self, conn: Any, request: PushRequest, table: Any, generated: list[Any]
+    ) -> dict[str, Any]:
+        """A first insert. Documents with keys of their own may find them taken:
+        RethinkDB's error would quote the stored document, so a taken key keeps its
+        document (unchanged) and is reported by its key alone."""
+        r, docs = self.r, request.documents
+        ours = set(generated)
+        pk = self.tables.known_primary_key(request.database, request.table)
+        if pk is not None and all(_generated(doc.get(pk), ours) for doc in docs):
+            # Every key a fresh one of ours: none can be taken.
+            return await table.insert(r.expr(docs, EXPR_DEPTH)).run(conn)
+        counts = await table.insert(
+            r.expr(docs, EXPR_DEPTH),
+            conflict=lambda key_, old, new: old,
+            return_changes=True,
+        ).run(conn)
+        changes = counts.pop("changes", [])
+        if not counts.get("unchanged"):
+            return counts
+        if pk is None:
+            pk = await self.tables.primary_key(conn, request.database, request.table)
+        own = [doc[pk] for doc in docs if pk in doc and not _generated(doc[pk], ours)]
+        written = {_key_id(change["new_val"].get(pk)) for change in changes if change["new_val"]}
+        taken = [found for found in own if _key_id(found) not in written]
+        # Every unchanged document is a taken key (a key given twice in the push too).
+        counts["errors"] = counts.get("errors", 0) + counts["unchanged"]
+        counts["unchanged"] = 0
+        counts["refusal"] = (
+            f"Duplicate primary key `{pk}`: "
+            + ", ".join(json.dumps(found, ensure_ascii=False) for found in taken[:10])
+            + (f" and {len(taken) - 10} more" if len(taken) > 10 else "")
+        ).rstrip(": ")
+        return counts
+
+    async def _apply_in_time(
+        self, conn: Any, request: PushRequest, retry: bool, generated: list[Any]
+    ) -> dict[str, Any]:
         # A connection that went half-open would never answer: a write that
         # takes this long counts as a lost connection (and is retried safely).
-        return await asyncio.wait_for(self._apply(conn, request, retry), WRITE_TIMEOUT)
+        return await asyncio.wait_for(self._apply(conn, request, retry, generated), WRITE_TIMEOUT)
 
-    async def _apply(self, conn: Any, request: PushRequest, retry: bool) -> dict[str, Any]:
+    async def _apply(
+        self, conn: Any, request: PushRequest, retry: bool, generated: list[Any] | None = None
+    ) -> dict[str, Any]:
         r = self.r
         table = r.db(request.database).table(request.table)
         op, key, docs = request.op, request.key, request.documents
+        if request.expect is not None:
+            return await write_expected(r, table, request, conn, retry)
         if op == "insert":
             if not retry:
-                return await table.insert(r.expr(docs, EXPR_DEPTH)).run(conn)
+                return await self._insert(conn, request, table, generated or [])
             # A document equal to ours is our own earlier attempt: unchanged.
             # Anything else under that key is a real duplicate, as on the first try.
-            return await table.insert(
+            counts = await table.insert(
                 r.expr(docs, EXPR_DEPTH),
                 conflict=lambda key_, old, new: r.branch(
                     old.eq(new),
@@ -196,6 +255,9 @@ class PushWriter:
                     r.error("Duplicate primary key: another document has this key"),
                 ),
             ).run(conn)
+            if counts.get("errors"):
+                counts["refusal"] = "Duplicate primary key"
+            return counts
         if op == "upsert":
             return await table.insert(r.expr(docs, EXPR_DEPTH), conflict="update").run(conn)
         if op == "delete" and key is not None:
@@ -245,6 +307,37 @@ def push_result(
     for name in COUNTS:
         result[name] = counts.get(name, 0)
     if counts.get("errors"):
-        result["error"] = counts.get("first_error", "write failed")
+        # Our own text only: RethinkDB's (``first_error``) may quote stored documents.
+        total = sum(counts.get(name, 0) for name in COUNTS)
+        result["error"] = counts.get("refusal") or (
+            f"RethinkDB refused {counts['errors']} of {total} document(s)"
+        )
         result["code"] = REJECTED
+    elif counts.get("conflicts"):
+        result["ok"] = False
+        result["error"] = (
+            f"{len(counts['conflicts'])} document(s) changed since they were checked; not written"
+        )
+        result["code"] = CONFLICT
+    elif request.op == "update" and counts.get("skipped"):
+        # No document under the key: nothing was written, which the sender must hear.
+        result["ok"] = False
+        missing = counts["skipped"]
+        result["error"] = (
+            f"update: no document has key {request.key!r}"
+            if request.key is not None
+            else f"update: {missing} of the documents' keys have no document"
+        )
+        result["code"] = NOT_FOUND
+    if counts.get("conflicts"):
+        result["conflicts"] = counts["conflicts"]
     return result
+
+
+def _generated(key: Any, ours: set[Any]) -> bool:
+    return isinstance(key, str) and key in ours
+
+
+def _key_id(key: Any) -> str:
+    """A primary key as a comparable text (keys may be arrays)."""
+    return json.dumps(key, sort_keys=True, ensure_ascii=False)

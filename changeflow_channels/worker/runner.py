@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from channels.layers import get_channel_layer
 from .. import metrics
 from ..conf import ChangeflowSettings, get_settings
 from ..names import InvalidName
-from ..pushes import INVALID, error_result
+from ..pushes import BATCH_TYPE, INVALID, READ_TYPE, PushError, batch_pushes, error_result
 from ..redis_layer import LAYER_ERRORS, exclusive_pop, receive_forever
 from ..rethink import first_of
 from ..sync import SYNC_TYPE, sync_channel
@@ -29,6 +30,7 @@ from .flow import READY_TIMEOUT, Flow, positive_seconds
 from .hooks import HandlerError, load_handlers
 from .leases import LeaseStore, redis_target
 from .push_batches import POP_BATCH, PushPipeline, PushWindow
+from .push_checked import PushReads
 from .replies import send_reply
 from .table_sharing import TICKS_PER_LEASE
 
@@ -55,8 +57,11 @@ class ChangeflowWorker:
         self.pop = exclusive_pop(channel_layer) if flow.ownership.shared else None
         # Pushes received and not yet written: the listener takes no more than this.
         self.window = PushWindow()
+        self.batches = itertools.count(1)  # numbers the batches received
         self.pipeline = PushPipeline(flow, self.reply, self.window)
         self.catchup = Catchup(flow, self.reply)
+        # Reads before checked pushes (web/push_guard.py), answered beside the pushes.
+        self.reads = PushReads(flow.writer, self.reply)
 
     async def reply(self, channel: str, answer: dict[str, Any]) -> bool:
         return await send_reply(self.channel_layer, channel, answer)
@@ -91,16 +96,21 @@ class ChangeflowWorker:
         finally:
             self.pipeline.close()
             self.catchup.close()
+            self.reads.close()
 
     async def handle(self) -> None:
         await self.flow.start()
         # Pushes are taken only once the feeds are open: a push written before
         # its table's feed is open would never be announced.
-        await self._wait_ready_unless_stopping()
-        # The listeners return once ``stopping`` is set.
+        started = asyncio.get_running_loop().time()
+        opened = await self._wait_ready_unless_stopping()
+        # The listeners (and the wait for feeds still opening) return once
+        # ``stopping`` is set.
         listeners = [self.listener(self.channel), self.listener(self.sync_channel)]
         if self.own_sync_channel is not None:
             listeners.append(self.listener(self.own_sync_channel))
+        if opened is False:
+            listeners.append(self._ready_later(started))
         await asyncio.gather(*listeners)
         logger.info("changeflow worker stopping")
         await self._drain_pushes()
@@ -111,21 +121,37 @@ class ChangeflowWorker:
         await self.flow.stop()
         logger.info("changeflow worker stopped")
 
-    async def _wait_ready_unless_stopping(self) -> None:
+    async def _wait_ready_unless_stopping(self) -> bool | None:
+        """Whether the feeds opened within READY_TIMEOUT (None: stopping first)."""
         first, opened = await first_of(self.flow.wait_ready(), self.stopping.wait())
         if first != 0:
-            return  # stopping
+            return None
         if opened:
-            logger.info(
-                "changeflow worker ready: pushes on %r, following %d table(s)",
-                self.channel,
-                len(self.flow.feeds),
-            )
+            self._log_ready()
         else:
             logger.warning(
                 "changeflow worker started, but the feeds were not all open within %g s",
                 READY_TIMEOUT,
             )
+        return bool(opened)
+
+    async def _ready_later(self, started: float) -> None:
+        """After that warning: say when the feeds are all open after all (many
+        tables on a real RethinkDB take minutes). Pushes were taken meanwhile: each
+        waits for its own table's feed (``feed_gate.py``)."""
+        while not self.stopping.is_set():
+            first, opened = await first_of(self.flow.wait_ready(), self.stopping.wait())
+            if first == 0 and opened:
+                self._log_ready(asyncio.get_running_loop().time() - started)
+                return
+
+    def _log_ready(self, after: float | None = None) -> None:
+        logger.info(
+            "changeflow worker ready: pushes on %r, following %d table(s)%s",
+            self.channel,
+            len(self.flow.feeds),
+            "" if after is None else f", {after:.1f} s after its start",
+        )
 
     async def listener(self, channel: str) -> None:
         """Receive until stopped; a bad message or a failing layer never stops it.
@@ -163,8 +189,38 @@ class ChangeflowWorker:
             if window is not None:
                 window.release(1)
             self.catchup.take(message)
+        elif message["type"] == READ_TYPE:
+            if window is not None:
+                window.release(1)
+            self.reads.take(message)
+        elif message["type"] == BATCH_TYPE:
+            await self._take_batch(message, window)
         else:
             self.pipeline.put(message)
+
+    async def _take_batch(self, message: dict[str, Any], window: PushWindow | None) -> None:
+        """A ``changeflow.push.batch``: each of its pushes goes to the pipeline as if
+        it came alone (checked there, answered on its own reply channel); the batch
+        took one place of ``window``, each push takes one."""
+        try:
+            pushes = batch_pushes(message)
+        except PushError as error:
+            if window is not None:
+                window.release(1)
+            given = message.get("pushes")
+            for push in given if isinstance(given, list) and given else [message]:
+                await self._refuse(push, str(error))
+            return
+        if window is not None:
+            window.hold(len(pushes) - 1)
+        batch = next(self.batches)
+        for push in pushes:
+            if isinstance(push, dict):
+                self.pipeline.put(push, batch)
+            else:
+                if window is not None:
+                    window.release(1)
+                await self._refuse(push, "a push of a batch must be a push message (a dict)")
 
     async def _room_unless_stopping(self, window: PushWindow, stop: asyncio.Future[Any]) -> bool:
         """Wait until the window has room; False once stopping."""
@@ -242,7 +298,13 @@ def lease_store(settings: ChangeflowSettings, layer: str) -> LeaseStore | None:
     if target is None:
         return None
     worker_id = uuid.uuid4().hex[:12]
-    return LeaseStore(target, worker_id, lease_time, timeout=lease_time / TICKS_PER_LEASE)
+    return LeaseStore(
+        target,
+        worker_id,
+        lease_time,
+        timeout=lease_time / TICKS_PER_LEASE,
+        replicas=settings.lease_replicas,
+    )
 
 
 def create_worker(
@@ -267,9 +329,8 @@ def create_worker(
             settings.lease_time,
         )
     logger.info(
-        "changeflow worker starting: RethinkDB %s:%d, pushes on %r, watching %s, %d handler(s)",
-        flow.address.host,
-        flow.address.port,
+        "changeflow worker starting: RethinkDB %s, pushes on %r, watching %s, %d handler(s)",
+        flow.address.where,
         settings.channel,
         ", ".join(flow.patterns.patterns),
         len(handlers),

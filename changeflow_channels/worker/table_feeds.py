@@ -1,4 +1,6 @@
-"""The watched tables and the feeds this worker runs for them (one ``TableFeed`` each).
+"""The watched tables and the feeds this worker runs for them (one ``TableFeed`` each,
+on the connections they share, ``feed_pool.py``, within the memory budget of all
+their histories and mirrors, ``memory_budget.py``).
 
 Which watched tables are followed is not decided here: ``ownership.py`` starts and
 stops the feeds (every watched table with one worker, the tables whose lease it
@@ -16,7 +18,9 @@ from rethinkdb import RethinkDB
 
 from ..changes import EPOCH_TYPE
 from ..rethinkdb_url import RethinkDBAddress
+from .feed_pool import SharedConnections
 from .feeds import ChangeSink, TableFeed
+from .memory_budget import MemoryBudget
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ class TableFeeds:
         snapshot_limit: int,
         feed_queue_size: int = 100_000,
         fenced: bool,
+        connections: int | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.r = r
         self.address = address
@@ -51,6 +57,11 @@ class TableFeeds:
         self.snapshot_limit = snapshot_limit
         self.feed_queue_size = feed_queue_size
         self.fenced = fenced
+        # None: each feed on a connection of its own (rethink.OwnConnections), as before.
+        self.connections = (
+            SharedConnections(r, address, connections) if connections is not None else None
+        )
+        self.budget = MemoryBudget(memory_budget)
         self.watched: dict[str, tuple[str, str, str]] = {}
         self.feeds: dict[str, tuple[TableFeed, asyncio.Task[None]]] = {}
         self.on_epoch: Callable[[str], None] = lambda stream: None
@@ -86,9 +97,11 @@ class TableFeeds:
             history=self.history,
             snapshot_limit=self.snapshot_limit,
             feed_queue_size=self.feed_queue_size,
+            connections=self.connections,
+            budget=self.budget,
         )
         task = asyncio.ensure_future(feed.run())
-        task.add_done_callback(lambda done: self._feed_done(stream, done))
+        task.add_done_callback(lambda done: self._feed_done(stream, feed, done))
         self.feeds[stream] = (feed, task)
 
     def _guarded_sink(self, stream: str) -> ChangeSink:
@@ -147,7 +160,13 @@ class TableFeeds:
     def clear(self) -> None:
         self.feeds.clear()
 
-    def _feed_done(self, stream: str, task: asyncio.Task[None]) -> None:
+    async def close(self) -> None:
+        """Close the feeds' connections (once the feeds are stopped)."""
+        if self.connections is not None:
+            await self.connections.close()
+
+    def _feed_done(self, stream: str, feed: TableFeed, task: asyncio.Task[None]) -> None:
+        feed.state.forget()  # its memory no longer counts against the budget
         entry = self.feeds.get(stream)
         if entry is not None and entry[1] is task:
             del self.feeds[stream]

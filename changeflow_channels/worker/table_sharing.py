@@ -16,7 +16,8 @@ Fencing: a lease renewed at ``t`` (the time the renewal was *sent*) lives in
 Redis until at least ``t + lease_time``. Its holder stops sending that table's
 changes at ``t + 2/3 lease_time`` unless a later renewal succeeded, and stops the
 feed then: in a partition from Redis, the old holder is silent before anyone
-else can take the table.
+else can take the table. With ``CHANGEFLOW_LEASE_REPLICAS`` a renewal counts once
+the replicas acknowledged it (``leases.py``): a failover keeps what counted.
 """
 
 from __future__ import annotations
@@ -289,12 +290,15 @@ class TableSharing:
             self._releasing.difference_update(releasing)
         if self.held:
             asked = list(self.held)
-            renewed = await self.store.renew(asked)
+            renewal = await self.store.renew(asked)
             for stream in asked:
                 if stream not in self.held:
                     continue  # dropped meanwhile (remove): released at the next round
-                if stream in renewed:
-                    self.held[stream] = sent + self.fence_after
+                if stream in renewal.renewed:
+                    # Not acknowledged by the replicas: a failover may undo it, so the
+                    # fence stays where the last acknowledged renewal put it.
+                    if renewal.acknowledged:
+                        self.held[stream] = sent + self.fence_after
                 else:
                     logger.warning("%s: lease lost (expired or taken); stopped following", stream)
                     self._drop(stream)
@@ -334,9 +338,15 @@ class TableSharing:
             key=lambda stream: rank(self.worker_id, stream),
         )
         self._vacant_rounds = {s: self._vacant_rounds.get(s, 0) + 1 for s in vacant}
+        started = self._now()
         for stream in vacant:
             if len(self.held) >= share and not self._overflow(stream):
                 continue
+            if self._now() - started >= self.tick / 2:
+                # As many as fit in half a tick: those taken must be renewed (next
+                # round, at once) before their fence; the rest waits for it.
+                self._wake.set()
+                break
             sent = self._now()
             if stream not in self.held and await self.store.acquire(stream):
                 self._taken(stream, sent)

@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from ..sync import SYNC_RESULT_TYPE, SyncRequest
+from .memory_budget import MemoryBudget, estimated_bytes
 
 
 def document_key(document: dict[str, Any], primary_key: str) -> str:
@@ -21,22 +22,45 @@ def document_key(document: dict[str, Any], primary_key: str) -> str:
 
 class TableState:
     """The position ``(epoch, seq)``, the last ``history_size`` change messages, and a
-    mirror of the documents (``None`` for a table larger than ``snapshot_limit``)."""
+    mirror of the documents (``None`` for a table larger than ``snapshot_limit``).
 
-    def __init__(self, primary_key: str, history_size: int, snapshot_limit: int) -> None:
+    With a ``budget`` (CHANGEFLOW_MEMORY_BUDGET, ``memory_budget.py``), the bytes
+    of both count against the memory of all tables together: the budget may drop
+    the oldest changes kept, or the mirror."""
+
+    def __init__(
+        self,
+        primary_key: str,
+        history_size: int,
+        snapshot_limit: int,
+        *,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.primary_key = primary_key
+        self.history_size = max(history_size, 0)
         self.snapshot_limit = snapshot_limit
+        self.budget = budget or MemoryBudget(None)
+        self.budget.join(self)
         self.epoch: str | None = None
         self.seq = 0
-        self.history: deque[dict[str, Any]] = deque(maxlen=max(history_size, 0))
+        self.history: deque[dict[str, Any]] = deque()
+        self._sizes: deque[int] = deque()  # estimated bytes of each change in history
         self.mirror: dict[str, dict[str, Any]] | None = None
+        self._mirror_sizes: dict[str, int] = {}
+        self.mirror_bytes = 0
 
     def reset(self, epoch: str, *, mirrored: bool) -> None:
         """A new epoch: the old changes and documents no longer describe it."""
+        self.forget()
         self.epoch = epoch
         self.seq = 0
-        self.history.clear()
         self.mirror = {} if mirrored else None
+
+    def forget(self) -> None:
+        """Keep nothing (the feed ended, or a new epoch begins)."""
+        while self.history:
+            self.drop_oldest()
+        self.drop_mirror()
 
     def load(self, document: dict[str, Any]) -> None:
         """A document that was there when the feed opened (not a change)."""
@@ -45,20 +69,56 @@ class TableState:
     def record(self, message: dict[str, Any]) -> None:
         """One change message, numbered by the feed."""
         self.seq = message["seq"]
-        self.history.append(message)
         change = message["change"]
+        if self.history_size:
+            if len(self.history) >= self.history_size:
+                self.drop_oldest()
+            size = estimated_bytes(change)
+            self.history.append(message)
+            self._sizes.append(size)
+            assert self.epoch is not None  # set by reset before any change
+            self.budget.kept_change(self, self.epoch, self.seq, size)
         if change["type"] == "remove":
             if self.mirror is not None and change["old_val"] is not None:
-                self.mirror.pop(document_key(change["old_val"], self.primary_key), None)
+                key = document_key(change["old_val"], self.primary_key)
+                if self.mirror.pop(key, None) is not None:
+                    self._resized(-self._mirror_sizes.pop(key, 0))
         elif change["new_val"] is not None:
             self._put(change["new_val"])
 
     def _put(self, document: dict[str, Any]) -> None:
         if self.mirror is None:
             return
-        self.mirror[document_key(document, self.primary_key)] = document
+        key = document_key(document, self.primary_key)
+        self.mirror[key] = document
         if len(self.mirror) > self.snapshot_limit:
-            self.mirror = None  # grown past the limit: snapshots are read from RethinkDB now
+            self.drop_mirror()  # grown past the limit: snapshots are read from RethinkDB now
+            return
+        size = estimated_bytes(document)
+        grown = size - self._mirror_sizes.get(key, 0)
+        self._mirror_sizes[key] = size
+        self._resized(grown)  # last: the budget may drop this mirror
+
+    def _resized(self, change: int) -> None:
+        self.mirror_bytes += change
+        self.budget.grew(change)
+
+    # -- memory_budget.Holder --------------------------------------------------------
+
+    def holds(self, epoch: str, seq: int) -> bool:
+        return epoch == self.epoch and bool(self.history) and self.history[0]["seq"] == seq
+
+    def drop_oldest(self) -> None:
+        self.history.popleft()
+        self.budget.dropped_change(self._sizes.popleft())
+
+    def drop_mirror(self) -> None:
+        """Snapshots of this table are read from RethinkDB (until the next epoch)."""
+        self.mirror = None
+        self._mirror_sizes = {}
+        if self.mirror_bytes:
+            self.budget.grew(-self.mirror_bytes)
+            self.mirror_bytes = 0
 
     def changes_since(self, seq: int) -> list[dict[str, Any]] | None:
         """The changes after ``seq`` of this epoch, or None when the history no longer has them."""

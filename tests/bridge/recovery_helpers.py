@@ -332,6 +332,8 @@ class Subscription:
 
     stream: str
     snapshot: bool
+    # A filter (docs/protocol.md): its changes skip the seq of those it does not see.
+    filter: dict[str, Any] | None = None
     view: Docs = field(default_factory=dict)
     epoch: str | None = None  # the position: last change (or snapshot) applied
     seq: int = 0
@@ -388,7 +390,7 @@ class Subscription:
         else:
             if not self.expect_any:
                 if epoch == self.epoch:
-                    if seq != self.seq + 1:
+                    if seq <= self.seq if self.filter else seq != self.seq + 1:
                         kind = "repeat" if seq <= self.seq else "gap"
                         self.violations.append(
                             f"{kind}: seq {seq} after {self.seq} in epoch {epoch} without resync"
@@ -461,8 +463,10 @@ class ViewClient:
         self.connection = connection
         self._reader = asyncio.ensure_future(self._read(connection))
 
-    async def subscribe(self, stream: str, *, snapshot: bool = False) -> Subscription:
-        subscription = self.subscriptions[stream] = Subscription(stream, snapshot)
+    async def subscribe(
+        self, stream: str, *, snapshot: bool = False, filter: dict[str, Any] | None = None
+    ) -> Subscription:
+        subscription = self.subscriptions[stream] = Subscription(stream, snapshot, filter)
         await self._subscribe(subscription, resume=False)
         return subscription
 
@@ -475,6 +479,8 @@ class ViewClient:
             frame["since"] = since
         if sub.snapshot:
             frame["snapshot"] = True
+        if sub.filter is not None:
+            frame["filter"] = sub.filter
         # What the frames after "subscribed" must look like:
         if since is not None:
             sub.expect_any = False  # the replay continues from ``since``

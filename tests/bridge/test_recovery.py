@@ -304,6 +304,8 @@ async def test_rethinkdb_half_open_mid_stream(faulty_rethinkdb, harness):
     """RethinkDB stops answering but keeps the connections open, until the worker
     notices on the table's feed (its keepalive ping times out); then it answers again."""
     h = harness(reql=faulty_rethinkdb)
+    # Each feed on its own connection (CHANGEFLOW_FEED_CONNECTIONS None, the default): the
+    # table's feed is pinged (with a pool, "feed connection N: ..." would be).
     noticed = re.escape(h.stream) + r": RethinkDB did not answer a ping"
 
     async def freeze_until_noticed() -> None:

@@ -157,10 +157,10 @@ async def test_a_document_grown_past_1_mib_gives_too_large_errors_not_a_freeze(
 @pytest.fixture
 def daphne_over_its_limit(process_env) -> Iterator[str]:
     """A Daphne whose consumers may make frames larger than Daphne sends (a
-    misconfiguration): its send of such a frame fails."""
+    misconfiguration that only plain Daphne starts with): its send of such a frame fails."""
     port = free_port()
     env = {**process_env, "DJANGO_SETTINGS_MODULE": "tests.bridge.settings_large_frames"}
-    process = start_daphne("tests.asgi:application", port, env=env, cwd=str(REPO))
+    process = start_daphne("tests.asgi:application", port, env=env, cwd=str(REPO), module="daphne")
     process.wait_for(DAPHNE_READY, timeout=60)
     yield f"ws://127.0.0.1:{port}/ws/changeflow/"
     process.stop()

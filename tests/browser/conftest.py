@@ -50,7 +50,7 @@ class DemoStack:
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "changeflow_channels.serve",  # Daphne, as the README runs it
                 "-b",
                 "127.0.0.1",
                 "-p",

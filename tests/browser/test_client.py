@@ -13,6 +13,8 @@ import uuid
 import pytest
 from rethinkdb import RethinkDB
 
+from .scripted import scripted
+
 pytestmark = pytest.mark.slow
 
 MODULE = "/static/changeflow_channels/changeflow.js"
@@ -105,45 +107,29 @@ async def test_a_snapshot_in_parts_reaches_on_snapshot_once_and_whole(
 
 # A WebSocket stand-in: answers subscribes "unavailable" twice, then "subscribed"; leaves a
 # push's first attempt unanswered and answers the second.
-SCRIPTED = """async (module) => {
-    const { Changeflow } = await import(module);
-    const sent = [];
-    let refusals = 0, pushes = 0;
-    class ScriptedSocket {
-        constructor(url) {
-            this.url = url;
-            setTimeout(() => this.onopen && this.onopen(), 0);
-        }
-        send(text) {
-            const frame = JSON.parse(text);
-            sent.push(frame);
-            const answer = (reply) => setTimeout(
-                () => this.onmessage && this.onmessage({ data: JSON.stringify(reply) }), 0);
-            if (frame.action === "subscribe") {
-                if (refusals++ < 2) {
-                    answer({ event: "error", code: "unavailable", message: "layer", id: frame.id });
-                } else {
-                    answer({ event: "subscribed", stream: frame.stream, id: frame.id });
-                }
-            } else if (frame.action === "push" && pushes++ > 0) {
-                answer({ event: "pushed", ok: true, id: frame.id, inserted: 1 });
+SCRIPTED = scripted(
+    setup="let refusals = 0, pushes = 0;",
+    answer="""
+        sent.push(frame);
+        if (frame.action === "subscribe") {
+            if (refusals++ < 2) {
+                return [{ event: "error", code: "unavailable", message: "layer", id: frame.id }];
             }
+            return [{ event: "subscribed", stream: frame.stream, id: frame.id }];
         }
-        close() {}
-    }
-    const real = window.WebSocket;
-    window.WebSocket = ScriptedSocket;
-    try {
+        if (frame.action === "push" && pushes++ > 0) {
+            return [{ event: "pushed", ok: true, id: frame.id, inserted: 1 }];
+        }
+    """,
+    run="""
         const flow = new Changeflow("ws://scripted.invalid/ws/", { minDelay: 20, maxDelay: 50 });
         flow.subscribe("db.t", () => {});
         const subscribed = await flow.subscribed("db.t");
         const pushed = await flow.push("db.t", { n: 1 }, { timeout: 200 });
         flow.close();
         return { sent, subscribed, pushed };
-    } finally {
-        window.WebSocket = real;
-    }
-}"""
+    """,
+)
 
 
 async def test_retries_subscribe_refused_as_unavailable_and_pushes_with_the_same_key(
@@ -164,31 +150,18 @@ async def test_retries_subscribe_refused_as_unavailable_and_pushes_with_the_same
     assert errors == []
 
 
-TOO_LARGE = """async (module) => {
-    const { Changeflow } = await import(module);
-    class ScriptedSocket {
-        constructor(url) {
-            setTimeout(() => this.onopen && this.onopen(), 0);
-        }
-        send(text) {
-            const frame = JSON.parse(text);
-            if (frame.action !== "subscribe") return;
-            const frames = [
-                { event: "subscribed", stream: frame.stream, id: frame.id },
-                { event: "change", stream: "db.t", type: "add", old_val: null,
-                  new_val: { id: 1 }, epoch: "e", seq: 1 },
-                { event: "error", code: "too_large", stream: "db.t", epoch: "e", seq: 2,
-                  message: "change 2 of db.t is larger than 1000000 bytes as a frame" },
-            ];
-            for (const reply of frames) {
-                setTimeout(() => this.onmessage({ data: JSON.stringify(reply) }), 0);
-            }
-        }
-        close() {}
-    }
-    const real = window.WebSocket;
-    window.WebSocket = ScriptedSocket;
-    try {
+TOO_LARGE = scripted(
+    answer="""
+        if (frame.action !== "subscribe") return [];
+        return [
+            { event: "subscribed", stream: frame.stream, id: frame.id },
+            { event: "change", stream: "db.t", type: "add", old_val: null,
+              new_val: { id: 1 }, epoch: "e", seq: 1 },
+            { event: "error", code: "too_large", stream: "db.t", epoch: "e", seq: 2,
+              message: "change 2 of db.t is larger than 1000000 bytes as a frame" },
+        ];
+    """,
+    run="""
         const flow = new Changeflow("ws://scripted.invalid/ws/");
         const error = new Promise((resolve) => flow.addEventListener("error", (e) => resolve(e.detail)));
         flow.subscribe("db.t", () => {});
@@ -196,10 +169,8 @@ TOO_LARGE = """async (module) => {
         const position = flow.position("db.t");
         flow.close();
         return { detail, position };
-    } finally {
-        window.WebSocket = real;
-    }
-}"""
+    """,
+)
 
 
 async def test_a_change_too_large_to_send_is_an_error_event_and_the_position_moves_past_it(
@@ -216,3 +187,61 @@ async def test_a_change_too_large_to_send_is_an_error_event_and_the_position_mov
     )
     assert result["position"] == {"epoch": "e", "seq": 2}  # a resume does not ask for it again
     assert errors == []
+
+
+async def test_a_refused_token_closes_the_client_for_good(browser, demo_stack):
+    """Close 4002 (a token not valid): one websocket, an error event, state "closed", and no
+    reconnect (before, the client reconnected with backoff, forever)."""
+    page, errors = await open_blank(browser, demo_stack)
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    await page.evaluate(
+        """async (module) => {
+            const { Changeflow } = await import(module);
+            window.errorCodes = [];
+            window.flow = new Changeflow("/ws/changeflow/?token=not-a-token");
+            window.flow.addEventListener("error", (e) => window.errorCodes.push(e.detail.code));
+        }""",
+        MODULE,
+    )
+    await page.wait_for_function("() => window.flow.state === 'closed'", timeout=15_000)
+    assert await page.evaluate("() => window.errorCodes") == ["unauthorized"]
+    # The demo page's own websocket aside, the one with the refused token was opened once.
+    assert len([socket for socket in sockets if "token=" in socket.url]) == 1
+    assert errors == []
+
+
+async def test_a_refusal_whose_close_code_is_lost_still_closes_the_client_for_good(
+    browser, demo_stack
+):
+    """The server refuses (an ``unauthorized`` error frame) and the connection then drops
+    without its close frame (1006: a proxy, a crash; a CI run once saw the client connect
+    again after a refused token). The client stops for good all the same: one socket."""
+    from websockets.asyncio.server import serve
+
+    from changeflow_channels.web.protocol import encode, error_frame
+
+    connections = 0
+
+    async def refuse_then_drop(websocket) -> None:
+        nonlocal connections
+        connections += 1
+        await websocket.send(encode(error_frame("unauthorized", "your token is not valid")))
+        websocket.transport.abort()  # no close frame: the browser sees 1006
+
+    async with serve(refuse_then_drop, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        page, errors = await open_blank(browser, demo_stack)
+        await page.evaluate(
+            """async ([module, url]) => {
+                const { Changeflow } = await import(module);
+                window.errorCodes = [];
+                window.flow = new Changeflow(url, { minDelay: 50, maxDelay: 100 });
+                window.flow.addEventListener("error", (e) => window.errorCodes.push(e.detail.code));
+            }""",
+            [MODULE, f"ws://127.0.0.1:{port}/"],
+        )
+        await page.wait_for_function("() => window.flow.state === 'closed'", timeout=15_000)
+        assert await page.evaluate("() => window.errorCodes") == ["unauthorized"]
+        assert connections == 1
+        assert errors == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -61,9 +62,18 @@ async def test_a_push_from_one_window_appears_in_both(open_page, demo_stack):
     await first.wait_for_function(
         "() => document.querySelector('#push-result').textContent.includes('\"inserted\": 1')"
     )
+    # The counts come first, above the JSON the box may cut.
+    assert (await first.inner_text("#push-result")).startswith(
+        "inserted 1 · replaced 0 · unchanged 0 · deleted 0 · skipped 0 · errors 0"
+    )
     for page in (first, second):
         await page.wait_for_selector(row("hello"), timeout=10_000)
         assert "Hello world" in await page.inner_text(row("hello"))
+        # The status line counts the documents the table has now, as the badge does.
+        await page.wait_for_function(
+            "() => document.querySelector('#watch-status').textContent.includes(': 1 document, live')",
+            timeout=10_000,
+        )
     # An update and a delete travel the same way.
     await second.fill("#push-data", json.dumps({"message": "changed"}))
     await second.select_option("#push-op", "update")
@@ -79,6 +89,7 @@ async def test_a_push_from_one_window_appears_in_both(open_page, demo_stack):
     for page in (first, second):
         await page.wait_for_selector(row("hello"), state="detached", timeout=10_000)
         assert await page.inner_text("#doc-count") == "0"
+        assert ": 0 documents, live" in await page.inner_text("#watch-status")
 
 
 async def test_a_bad_document_shows_the_error_instead_of_failing_silently(open_page):
@@ -124,7 +135,9 @@ async def test_make_demo_launcher_serves_the_bridge_and_stops_on_ctrl_c(flags, l
     (worker and Daphne as processes) or the in-memory layer (both in one process)."""
     port = free_port()
     launcher = ManagedProcess(
-        [sys.executable, str(DEMO / "run.py"), "--port", str(port), *flags], cwd=str(REPO)
+        [sys.executable, str(DEMO / "run.py"), "--port", str(port), *flags],
+        cwd=str(REPO),
+        new_session=True,  # a terminal of its own: Ctrl-C goes to its whole process group
     )
     try:
         await asyncio.to_thread(launcher.wait_for, layer_line, 60)
@@ -139,7 +152,12 @@ async def test_make_demo_launcher_serves_the_bridge_and_stops_on_ctrl_c(flags, l
             assert pushed["event"] == "pushed", pushed
             [change] = await client.changes("launcher.check", 1)
             assert change["new_val"]["via"] == "launcher"
-        launcher.signal(signal.SIGINT)
+        interrupted = len(launcher.lines)
+        os.killpg(launcher.process.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it
         assert await asyncio.to_thread(launcher.process.wait, 30) == 0
+        # A clean, quiet stop: nobody notices another process gone before itself.
+        await asyncio.to_thread(launcher._reader.join, 10)
+        after = launcher.lines[interrupted:]
+        assert not [line for line in after if "WARNING" in line or "ERROR" in line], after
     finally:
         launcher.kill()

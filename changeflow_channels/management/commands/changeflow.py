@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from argparse import SUPPRESS, ArgumentParser
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -63,6 +64,18 @@ def start_metrics(port: int | None, host: str, configured: Any) -> None:
         raise CommandError(str(error)) from error
 
 
+def add_django_options(parser: ArgumentParser) -> None:
+    """Django's own options, accepted after a subcommand too (``changeflow status
+    --settings x``). Django reads ``--settings`` and ``--pythonpath`` anywhere in the
+    command line before any command runs; here they must only not be refused, and
+    must not hide the values given before the subcommand (``SUPPRESS``)."""
+    parser.add_argument("--settings", default=SUPPRESS, help="a settings module, as for manage.py")
+    parser.add_argument("--pythonpath", default=SUPPRESS, help="a directory to add to sys.path")
+    parser.add_argument(
+        "--traceback", action="store_true", default=SUPPRESS, help="raise on CommandError"
+    )
+
+
 def subcommand(name: str) -> Any:
     return importlib.import_module(f"changeflow_channels.management.subcommands.{name}")
 
@@ -100,6 +113,7 @@ class Command(BaseCommand):
             module = subcommand(name)
             sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
             sub.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+            add_django_options(sub)
             module.add_arguments(sub)
 
     def handle(self, *args: Any, **options: Any) -> None:

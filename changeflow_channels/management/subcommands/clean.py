@@ -77,9 +77,7 @@ class Cleaner:
         try:
             conn = await connect(self.r, self.address)
         except ReqlDriverError as error:
-            self.command.stderr.write(
-                f"cannot reach RethinkDB at {self.address.host}:{self.address.port}: {error}"
-            )
+            self.command.stderr.write(f"cannot reach RethinkDB at {self.address.where}: {error}")
             return False
         try:
             results = await clean_tables(self.r, conn, self.tables)

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from changeflow_channels.names import InvalidName, parse_stream
 from changeflow_channels.push_api import PushFailed, apush_to_flow
 from changeflow_channels.pushes import OPS, PushError
+from changeflow_channels.redis_layer import LAYER_ERRORS
 
 HELP = "Push a document (or a JSON list of them, '-' for standard input) and print the worker's answer."
 
@@ -88,6 +89,11 @@ def run(command: BaseCommand, options: dict[str, Any]) -> None:
     except PushFailed as error:
         command.stdout.write(json.dumps(error.result, indent=2))
         raise CommandError(f"the worker refused the push: {error}") from None
+    except LAYER_ERRORS as error:
+        raise CommandError(
+            f"the channel layer {options['layer']!r} is unreachable "
+            f"({type(error).__name__}: {error}); is Redis running?"
+        ) from None
     except TimeoutError:
         raise CommandError(
             f"no answer from the worker within {options['timeout']:g} s (is `manage.py changeflow` running?)"

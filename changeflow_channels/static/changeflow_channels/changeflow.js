@@ -36,7 +36,7 @@
  *   // "no_position", "unavailable"); with snapshot: true a fresh snapshot follows.
  *   onResync: (frame) => console.warn("resync", frame.reason),
  * });
- * flow.position("demo.messages"); // {epoch, seq} of the last change or snapshot delivered, or null
+ * flow.position("demo.messages"); // {epoch, seq, cursor?} of the last change or snapshot delivered, or null
  *
  * try {
  *   const answer = await flow.push("demo.messages", { message: "Hello world" }); // op "insert" by default
@@ -50,10 +50,13 @@
  *
  * unsubscribe(); // the stream's last callback gone: the client sends "unsubscribe"
  * flow.state;    // "connecting" | "open" | "reconnecting" | "closed"
- * flow.close();  // closes the socket for good: no more reconnects
+ * flow.close();  // closes the socket for good: no more reconnects (so does a close 4001-4003:
+ *                // a token that expired or is not valid, an origin not allowed)
  *
  * Resuming: per stream, the client remembers the position {epoch, seq} of the last change (or
- * snapshot) it delivered. After a reconnect it subscribes again with `since: position` (and
+ * snapshot) it delivered (with its `cursor`, under a row rule: there `seq` counts only what this
+ * subscription was sent, and the opaque cursor says where it stands; docs/protocol.md, "Positions
+ * under a row rule"). After a reconnect it subscribes again with `since: position` (and
  * `snapshot: true` when a callback wants snapshots): the server replays the changes missed, or
  * answers `resync` (and a fresh snapshot) when it cannot. Without a position (nothing delivered yet,
  * or a snapshot of a table not followed) it subscribes as the first time. Changes not newer than
@@ -66,7 +69,9 @@
  * Pushes: every push carries an `idempotency_key` (a random UUID), so the server writes it once however
  * often it is sent. A push without an answer within `timeout`, refused as `unavailable`, or sent on a
  * connection that dropped before its answer is sent again with the same key, up to `retries` times
- * (backoff as for reconnects); only then is it rejected with "timeout" or "unavailable".
+ * (backoff as for reconnects); only then is it rejected with "timeout" or "unavailable". A push over
+ * the connection's rate (`rate_limited`, with `retry_after`) goes again after `retry_after` seconds
+ * (or the backoff, if longer), within the same `retries`.
  *
  * A subscription the server refuses as `unavailable` (e.g. its channel layer is restarting) is asked
  * again with backoff (the reconnect backoff), as long as the connection is open.
@@ -80,14 +85,23 @@
  * Options: minDelay/maxDelay (ms, reconnect backoff: full jitter, the ceiling doubles from minDelay up
  * to maxDelay), stableAfter (ms a connection must stay open before the backoff starts over, 5000),
  * timeout (default push timeout in ms, 10000; 0 or Infinity: none), retries (default retries of a
- * push, 3).
+ * push, 3), maxFrameBytes (the largest frame the server's websocket takes, UTF-8 bytes: Daphne's
+ * --websocket-max-message-size, 1048576 by default; a push whose frame is larger is rejected
+ * "too_large" without being sent, since the server would close the connection, 1009, at every try).
  *
  * Exceptions thrown by subscribe callbacks are caught and logged with console.error. Exceptions in
  * addEventListener listeners are reported by the browser as for any event listener; neither kind
  * disturbs the client.
  */
 
-const DEFAULTS = { minDelay: 250, maxDelay: 10000, stableAfter: 5000, timeout: 10000, retries: 3 };
+const DEFAULTS = {
+  minDelay: 250, maxDelay: 10000, stableAfter: 5000, timeout: 10000, retries: 3, maxFrameBytes: 1048576,
+};
+// Close codes after which connecting again cannot help (docs/protocol.md, "Close codes"): the
+// token expired (4001) or is not valid (4002), or this page's origin is not allowed (4003).
+const FINAL_CLOSE_CODES = [4001, 4002, 4003];
+// Codes of the error frame (no id, no stream) that comes before such a close.
+const REFUSED_CODES = ["unauthorized"];
 // Acknowledge at least every ACK_EVERY frames, and ACK_AFTER ms after a frame not yet acknowledged.
 const ACK_EVERY = 32;
 const ACK_AFTER = 50;
@@ -110,6 +124,7 @@ export class Changeflow extends EventTarget {
     this._state = "connecting";
     this._ws = null;
     this._connected = false; // our own flag: readyState turns OPEN before our open handler has run
+    this._refused = false; // the server refused the connection (an "unauthorized" error frame)
     this._nextId = 1;
     this._attempt = 0; // connections that failed in a row: the backoff's exponent
     this._timer = null;
@@ -149,7 +164,7 @@ export class Changeflow extends EventTarget {
         confirmed: null,
         error: null,
         waiters: [],
-        position: null, // {epoch, seq} of the last change or snapshot delivered
+        position: null, // {epoch, seq, cursor?} of the last change or snapshot delivered
         snapshotPending: false, // a subscribe asking for a snapshot is under way on this connection
         parts: null, // the documents of a snapshot whose parts are still arriving
         refusals: 0, // subscribes refused as "unavailable" in a row: the retry backoff's exponent
@@ -195,8 +210,13 @@ export class Changeflow extends EventTarget {
       } catch (error) {
         return reject(new ChangeflowError("bad_request", `data is not JSON-serializable: ${error.message}`));
       }
+      const size = new TextEncoder().encode(text).length;
+      if (size > this.options.maxFrameBytes) {
+        const message = `push frame of ${size} bytes; the server takes at most ${this.options.maxFrameBytes}`;
+        return reject(new ChangeflowError("too_large", message));
+      }
       const request = {
-        kind: "push", id, text, resolve, reject, sent: false, timer: null, timeout,
+        kind: "push", id, text, size, resolve, reject, sent: false, timer: null, timeout,
         retriesLeft: Math.max(0, Number(retries) || 0), attempt: 0, idempotencyKey: frame.idempotency_key,
       };
       this._pending.set(id, request);
@@ -220,14 +240,16 @@ export class Changeflow extends EventTarget {
     else if (!this._queue.includes(request)) this._queue.push(request);
   }
 
-  /** Try `request` again (same id, same idempotency key) after a backoff, or reject it with `error`. */
-  _retryOrFail(request, error) {
+  /** Try `request` again (same id, same idempotency key) after a backoff (at least `atLeast` ms),
+   * or reject it with `error`. */
+  _retryOrFail(request, error, atLeast = 0) {
     if (this._state === "closed" || request.retriesLeft <= 0) return this._fail(request, error);
     request.retriesLeft -= 1;
     request.attempt += 1;
     request.sent = false;
     clearTimeout(request.timer);
-    request.timer = setTimeout(() => this._attemptPush(request), this._backoff(request.attempt - 1));
+    const delay = Math.max(this._backoff(request.attempt - 1), atLeast);
+    request.timer = setTimeout(() => this._attemptPush(request), delay);
   }
 
   /** A delay in ms: full jitter below a ceiling that doubles from minDelay up to maxDelay. */
@@ -279,7 +301,7 @@ export class Changeflow extends EventTarget {
     // Events of a socket we already gave up on (after close()) must change nothing.
     ws.onopen = () => ws === this._ws && this._onOpen();
     ws.onmessage = (event) => ws === this._ws && this._onMessage(event);
-    ws.onclose = () => ws === this._ws && this._onClose();
+    ws.onclose = (event) => ws === this._ws && this._onClose(event.code);
     ws.onerror = () => {}; // always followed by a close event, which does the work
   }
 
@@ -300,7 +322,14 @@ export class Changeflow extends EventTarget {
     this._setState("open");
   }
 
-  _onClose() {
+  _onClose(code) {
+    if (FINAL_CLOSE_CODES.includes(code) || this._refused) {
+      // The server said why in an error frame (the "error" event); connecting again cannot help.
+      this._ws = null;
+      this._connected = false;
+      this.close();
+      return;
+    }
     this._ws = null;
     const wasOpen = this._connected;
     this._connected = false;
@@ -447,7 +476,7 @@ export class Changeflow extends EventTarget {
       return;
     }
     this._emit("frame", frame);
-    const request = frame.id != null ? this._pending.get(frame.id) : undefined;
+    const request = frame.id != null ? this._pending.get(frame.id) : this._unreadPush(frame);
     switch (frame.event) {
       case "change": {
         const entry = typeof frame.stream === "string" && this._streams.get(frame.stream);
@@ -514,23 +543,38 @@ export class Changeflow extends EventTarget {
     }
   }
 
+  /** The push a `too_large` error without `id` answers: a frame the server refused unread
+   * (over CHANGEFLOW_MAX_FRAME_BYTES) carries its `size` instead, the bytes of that push's frame. */
+  _unreadPush(frame) {
+    if (frame.event !== "error" || frame.code !== "too_large" || typeof frame.size !== "number") return undefined;
+    for (const request of this._pending.values()) {
+      if (request.kind === "push" && request.sent && request.size === frame.size) return request;
+    }
+    return undefined;
+  }
+
   _onError(frame, request) {
     const code = String(frame.code ?? "error");
     const error = new ChangeflowError(code, String(frame.message ?? code), frame);
     const detail = { code, message: error.message, id: frame.id ?? null };
     if (request?.kind === "push") {
-      // Not written for now: try again, with the same idempotency key.
+      // Not written for now: try again, with the same idempotency key; a push over the
+      // connection's rate, not before the server's retry_after.
       if (code === "unavailable") return this._retryOrFail(request, error);
+      const retryAfter = code === "rate_limited" ? Number(frame.retry_after) : NaN;
+      if (retryAfter >= 0) return this._retryOrFail(request, error, retryAfter * 1000);
       return this._fail(request, error);
     }
     if (request) this._pending.delete(frame.id);
     if (request?.kind === "unsubscribe") return; // e.g. not_found after a reconnect race: harmless
     if (request?.kind === "subscribe") {
       if (!this._isCurrent(request)) return;
-      if (code === "unavailable") {
-        // The server cannot take the subscription for now (its channel layer): ask again, backing off.
+      const retryAfter = code === "rate_limited" ? Number(frame.retry_after) : NaN;
+      if (code === "unavailable" || retryAfter >= 0) {
+        // The server cannot take the subscription for now (its channel layer), or not so soon
+        // (too many subscribes, snapshots or resumes at once): ask again, backing off.
         const { entry, stream } = request;
-        const delay = this._backoff(entry.refusals);
+        const delay = Math.max(this._backoff(entry.refusals), retryAfter >= 0 ? retryAfter * 1000 : 0);
         entry.refusals += 1;
         entry.retryTimer = setTimeout(() => {
           entry.retryTimer = null;
@@ -551,6 +595,9 @@ export class Changeflow extends EventTarget {
       if (entry && position) entry.position = position;
       return this._emit("error", { ...detail, stream: frame.stream, epoch: frame.epoch ?? null, seq: frame.seq ?? null });
     }
+    // The server refused this connection (a token expired or not valid): its close (4001-4003)
+    // ends the client for good, and so does any other close code, in case it is lost on the way.
+    if (REFUSED_CODES.includes(code)) this._refused = true;
     this._emit("error", detail);
   }
 
@@ -583,11 +630,14 @@ function settle(entry, frame, error) {
   for (const { resolve, reject } of waiters) error ? reject(error) : resolve(frame);
 }
 
-/** {epoch, seq} of a change or snapshot frame, or null when it has none (or epoch is null). */
+/**
+ * {epoch, seq} of a change or snapshot frame, or null when it has none (or epoch is null). Under a
+ * row rule frames also carry an opaque `cursor`: it is kept, and sent back in `since` to resume.
+ */
 function positionOf(frame) {
-  const { epoch, seq } = frame;
+  const { epoch, seq, cursor } = frame;
   if (epoch == null || typeof seq !== "number" || !Number.isFinite(seq)) return null;
-  return { epoch, seq };
+  return typeof cursor === "string" ? { epoch, seq, cursor } : { epoch, seq };
 }
 
 /** A random idempotency key (a UUID; at most 128 characters, as the server requires). */

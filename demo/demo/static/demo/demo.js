@@ -108,6 +108,9 @@ function inferPrimaryKey(documents) {
 // -- the document table -------------------------------------------------------------------------
 
 let mirror = null;
+// Whether the status line is showWatching's (kept up to date by each change), not a
+// resync or an error (which stay until the next snapshot).
+let statusShowsCount = false;
 let columns = [];
 const rowElements = new Map(); // key -> <tr>
 
@@ -120,8 +123,8 @@ function watch(stream) {
     onReset: renderTable,
     onChange: (result) => {
       updateRow(result);
-      // The table did not exist (was not followed) at the snapshot; now it does.
-      if ($("watch-status").textContent.includes(NOT_YET)) showWatching(mirror, false);
+      // The count moves with every change (and a table not followed at the snapshot is now).
+      if (statusShowsCount) showWatching(mirror, false);
     },
     onStatus: (status) => showMirrorStatus(stream, status),
   });
@@ -153,9 +156,11 @@ function showWatching(mirror, missing) {
   const documents = `${count} document${count === 1 ? "" : "s"}${mirror.truncated ? " (truncated)" : ""}`;
   const note = missing ? ` (${NOT_YET}: it appears with its first document)` : "";
   setStatus(`watching ${mirror.stream}: ${documents}, live${note}`);
+  statusShowsCount = true;
 }
 
 function setStatus(text, isError = false) {
+  statusShowsCount = false;
   $("watch-status").textContent = text;
   $("watch-status").classList.toggle("error", isError);
 }
@@ -388,10 +393,17 @@ async function submitPush(event) {
   showResult(`pushing into ${stream}…`, "pending");
   try {
     const answer = await flow.push(stream, data, { op: $("push-op").value, key });
-    if (number === pushNumber) showResult(JSON.stringify(answer, null, 2), "ok");
+    if (number === pushNumber) showResult(`${summary(answer)}\n${JSON.stringify(answer, null, 2)}`, "ok");
   } catch (error) {
     if (number === pushNumber) showResult(`${error.code ?? "error"}: ${error.message}`, "error");
   }
+}
+
+const COUNTS = ["inserted", "replaced", "unchanged", "deleted", "skipped", "errors"];
+
+/** The counts of a push's answer on one line, above its JSON (which the box may cut). */
+function summary(answer) {
+  return COUNTS.map((name) => `${name} ${answer[name] ?? 0}`).join(" · ");
 }
 
 function showResult(text, status) {
