@@ -287,11 +287,17 @@ class RethinkDBServer:
         """Whether the server's process runs (not stopped, killed or crashed)."""
         return self.process is not None and self.process.process.poll() is None
 
-    def start(self) -> None:
-        """Start (on the same ports and data directory as before); wait until every
-        table of every database is ready."""
+    def start(self, *, wait_tables: bool = True) -> None:
+        """Start (on the same ports and data directory as before); wait until it is ready
+        and every table of every database is ready (unless not ``wait_tables``: a
+        server of a cluster with others still down, whose tables cannot all be ready)."""
         if self.alive():
             return
+        self.launch()
+        self.wait_ready(wait_tables=wait_tables)
+
+    def launch(self) -> None:
+        """Start the process (same ports and data directory as before), without waiting."""
         if not os.access(self.binary, os.X_OK):
             raise RuntimeError(f"no RethinkDB server binary at {self.binary}")
         self.process = ManagedProcess(
@@ -310,9 +316,15 @@ class RethinkDBServer:
                 *self.extra_args,
             ]
         )
-        self.process.wait_for(RETHINKDB_READY, timeout=RETHINKDB_START_TIMEOUT)
         self.frozen = False
-        self._wait_tables_ready()
+
+    def wait_ready(self, *, wait_tables: bool = True) -> None:
+        """Until the launched server says it is ready (and its tables are: ``start``)."""
+        if self.process is None:
+            raise RuntimeError("the server was never launched")
+        self.process.wait_for(RETHINKDB_READY, timeout=RETHINKDB_START_TIMEOUT, from_start=True)
+        if wait_tables:
+            self._wait_tables_ready()
         logger.info("RethinkDB ready on %s (data in %s)", self.url, self.directory)
 
     def _wait_tables_ready(self) -> None:

@@ -31,10 +31,6 @@ def cluster() -> Iterator[RethinkDBCluster]:
 @pytest.fixture
 def whole_cluster(cluster: RethinkDBCluster) -> Iterator[RethinkDBCluster]:
     """The module's cluster with every server up before and after the test."""
-    for name, server in cluster.servers.items():
-        if not server.alive():
-            cluster.start_server(name)
+    cluster.start_servers([name for name, server in cluster.servers.items() if not server.alive()])
     yield cluster
-    for name, server in cluster.servers.items():
-        if not server.alive():
-            cluster.start_server(name)
+    cluster.start_servers([name for name, server in cluster.servers.items() if not server.alive()])

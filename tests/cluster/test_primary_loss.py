@@ -89,6 +89,7 @@ class ClusterHarness(Harness):
         self.writer = SteadyWriter(self.layer, database, TABLE, rate=PUSH_RATE)
         self.direct = DirectWriter(cluster.connect_kwargs(), database, TABLE, DIRECT_RATE)
         self.filtered: ViewClient | None = None
+        self.crashed_before = len(cluster.crashes)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.stack.start)
@@ -137,6 +138,9 @@ class ClusterHarness(Harness):
         # A push held up by a failover is answered late, not never: wait for every answer.
         await self.writer.stop(drain_timeout=30.0, quiet=10.0)
         self.metrics["direct_writes"] = {"written": self.direct.n, "retried": self.direct.retried}
+        self.metrics["rethinkdb_crashes"] = [
+            (c.name, c.returncode) for c in self.cluster.crashes[self.crashed_before :]
+        ]
         table = await self.tables.read(self.database, TABLE)
         deadline = self.now + settle_timeout
         for client in self.clients:

@@ -176,6 +176,7 @@ async def test_two_daphnes_three_workers_lose_a_rethinkdb_server_then_the_redis_
     ]
     direct = DirectWriter(whole_cluster.connect_kwargs(), database, "b", rate=100.0)
     figures: dict[str, Any] = {"faults": []}
+    crashed_before = len(whole_cluster.crashes)
 
     def accepted() -> int:
         return sum(p.accepted for p in pushers)
@@ -270,6 +271,10 @@ async def test_two_daphnes_three_workers_lose_a_rethinkdb_server_then_the_redis_
             lost=len(lost),
             duplicates=len(twice),
             refused=len(refused),
+            # Restarted by the cluster's supervisor (see testing/cluster.py).
+            rethinkdb_crashes=[
+                (c.name, c.returncode) for c in whole_cluster.crashes[crashed_before:]
+            ],
         )
         problems += [f"accepted, not written: {lost[:10]}"] if lost else []
         problems += [f"written twice: {twice[:10]}"] if twice else []
