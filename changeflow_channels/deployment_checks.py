@@ -9,6 +9,7 @@ from django.conf import settings
 from .check_messages import Messages, check_error, check_warning
 from .conf import ChangeflowSettings
 from .frame_limits import DAPHNE_DEFAULT_MAX_SIZE, limit_problems
+from .redis_layer import changeflow_redis_host
 from .setting_kinds import is_valid
 
 LAYER_BACKEND = "changeflow_channels.redis_layer.RedisChannelLayer"
@@ -74,19 +75,14 @@ def check_channel_layers(conf: ChangeflowSettings) -> Messages:
     return messages
 
 
-def _leases_host(conf: ChangeflowSettings) -> object:
-    """The host the leases live on, as configured: ``CHANGEFLOW_REDIS``, else the default
-    Redis layer's first host (None: no Redis named)."""
-    if conf.redis is not None:
-        return conf.redis if is_valid("redis", conf.redis) else None  # else E007
-    default = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get("default") or {}
-    hosts = (default.get("CONFIG") or {}).get("hosts") or [None]
-    return hosts[0] if default.get("BACKEND") in REDIS_BACKENDS else None
-
-
 def check_lease_replicas(conf: ChangeflowSettings) -> Messages:
     """W010: leases on a Sentinel master that no replica must acknowledge."""
-    host = _leases_host(conf)
+    if conf.redis is not None and not is_valid("redis", conf.redis):
+        return []  # E007
+    try:
+        host = changeflow_redis_host("default", conf.redis)
+    except ValueError:  # "hosts" not a list: channels_redis refuses the layer itself
+        return []
     sentinel = isinstance(host, dict) and "master_name" in host
     if not sentinel or conf.lease_replicas != 0:
         return []

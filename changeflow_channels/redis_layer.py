@@ -12,9 +12,10 @@ channel-layer API is here: ``receive_forever`` (its idle timeouts and
 outages), ``ResilientChannelMixin`` (consumers built on it),
 ``exclusive_pop`` (a channel several worker processes read at once), the
 one version check, ``internals_known``, that the worker's one-round-trip
-``group_send`` (``worker/group_sender.py``) is gated by, and the layer's
+``group_send`` (``worker/group_sender.py``) is gated by, the layer's
 connection pools (``RedisChannelLayer``: bursts and Redis restarts) with
-``group_discard_retrying``.
+``group_discard_retrying``, and which Redis host holds changeflow's own keys
+(``changeflow_redis_host``: the worker's leases, and check W010).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from channels_redis import core
+from channels_redis.utils import decode_hosts
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -149,6 +151,28 @@ async def group_discard_retrying(
             logger.info("group_discard(%s) failed (%r); trying again", group, error)
         await asyncio.sleep(delay * random.uniform(0.5, 1.5))
         delay *= 2
+
+
+def changeflow_redis_host(
+    layer_alias: str, redis_url: str | dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The Redis holding changeflow's own keys (the leases, the worker registry), as a
+    channels_redis host: ``redis_url`` (CHANGEFLOW_REDIS: a URL, or a Sentinel host
+    ``{"sentinels": [(host, port), ...], "master_name": ...}``) when set, else the first
+    host of the channel layer ``layer_alias`` when it is a Redis layer (channels_redis's
+    or this module's); None otherwise: no leases, one worker."""
+    from django.conf import settings
+
+    if isinstance(redis_url, dict):
+        return dict(redis_url)
+    if redis_url:
+        return {"address": redis_url}
+    config = (getattr(settings, "CHANNEL_LAYERS", None) or {}).get(layer_alias) or {}
+    backend = str(config.get("BACKEND", ""))
+    if not any(name in backend for name in ("channels_redis", "redis_layer")):
+        return None
+    host: dict[str, Any] = decode_hosts((config.get("CONFIG") or {}).get("hosts"))[0]
+    return host
 
 
 def channels_redis_version() -> tuple[int, int] | None:

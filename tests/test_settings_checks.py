@@ -16,6 +16,7 @@ from django.test import override_settings
 from changeflow_channels import checks
 from changeflow_channels.checks import check_settings
 from changeflow_channels.conf import ChangeflowSettings, defaults, get_settings, setting_name
+from changeflow_channels.worker.leases import redis_target
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "changeflow_channels"
@@ -371,6 +372,21 @@ def test_leases_on_a_sentinel_master_without_replicas_acknowledging_warn():
         CHANNEL_LAYERS={"default": {**REDIS, "CONFIG": plain}}, CHANGEFLOW_REDIS=SENTINEL
     ):
         assert ids(check_settings()) == ["changeflow_channels.W010"]
+
+
+def test_w010_looks_at_the_redis_the_worker_takes_its_leases_from():
+    # A layer of one's own (its module named like this one's): the worker keeps its
+    # leases on its first host, a Sentinel master here, so W010 must look there too.
+    custom = {"BACKEND": "myproject.redis_layer.ShardedLayer", "CONFIG": {"hosts": [SENTINEL]}}
+    with override_settings(CHANNEL_LAYERS={"default": custom}):
+        target = redis_target("default", None, "changeflow")
+        assert target is not None and target.description == "sentinel master changeflow"
+        assert ids(check_settings()) == ["changeflow_channels.W010"]
+    # A layer that is not Redis: no leases, nothing to warn of.
+    memory = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    with override_settings(CHANNEL_LAYERS={"default": memory}):
+        assert redis_target("default", None, "changeflow") is None
+        assert "changeflow_channels.W010" not in ids(check_settings())
 
 
 def test_short_lease_time_warns_and_a_sound_one_passes():

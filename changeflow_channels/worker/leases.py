@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from ..redis_layer import changeflow_redis_host
+
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -110,24 +112,18 @@ class RedisTarget:
 def redis_target(
     layer_alias: str, redis_url: str | dict[str, Any] | None, channel: str
 ) -> RedisTarget | None:
-    """The Redis of the channel layer ``layer_alias`` (its first host, its prefix),
-    or ``redis_url`` (CHANGEFLOW_REDIS) when set: a URL, or a Sentinel host
-    (``{"sentinels": [(host, port), ...], "master_name": ...}``, as in CHANNEL_LAYERS),
-    whose every new connection asks the Sentinels for the master; None for a layer
-    that is not channels_redis and no ``redis_url``: no leases, one worker."""
-    from channels_redis.utils import create_pool, decode_hosts
+    """The Redis of the leases (``changeflow_redis_host``: CHANGEFLOW_REDIS, else the
+    channel layer's first host) under the layer's prefix, with a pool whose every new
+    connection to a Sentinel host asks the Sentinels for the master; None without a
+    Redis: no leases, one worker."""
+    from channels_redis.utils import create_pool
     from django.conf import settings
 
+    host = changeflow_redis_host(layer_alias, redis_url)
+    if host is None:
+        return None
     config = getattr(settings, "CHANNEL_LAYERS", {}).get(layer_alias, {})
     prefix = config.get("CONFIG", {}).get("prefix", "asgi")
-    if isinstance(redis_url, dict):
-        host: dict[str, Any] = dict(redis_url)
-    elif redis_url:
-        host = {"address": redis_url}
-    elif any(name in str(config.get("BACKEND", "")) for name in ("channels_redis", "redis_layer")):
-        host = decode_hosts(config.get("CONFIG", {}).get("hosts"))[0]
-    else:
-        return None
     namespace = f"{prefix}:changeflow:{channel}"
     return RedisTarget(Redis(connection_pool=create_pool(host)), namespace, _describe(host))
 
