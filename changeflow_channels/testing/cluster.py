@@ -13,7 +13,7 @@ own, as systemd's ``Restart=`` would in production, and keeps a record of it
 connection to it closed mid-handshake ("Received invalid clustering header") drops
 the address from its reconnect loop and retries with none, then aborts ("Guarantee
 failed: [peer.ips().size() > 0]", src/clustering/administration/servers/
-auto_reconnect.cc checks the wrong copy of the address). One SIGKILL in about six
+auto_reconnect.cc checks the wrong copy of the address). Four SIGKILLs of 38
 took the proxy or a second server down with it.
 """
 
