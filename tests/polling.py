@@ -1,12 +1,14 @@
-"""Waiting on state that can only be read, not awaited (Redis keys, a metrics page), and on
-log records (``LogEvent``)."""
+"""Waiting on state that can only be read, not awaited (Redis keys, a metrics page, room in
+a full channel), and on log records (``LogEvent``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from channels.exceptions import ChannelFull
 
 T = TypeVar("T")
 
@@ -30,6 +32,23 @@ async def poll_until(
         if loop.time() > deadline:
             raise AssertionError(failure(value))
         await asyncio.sleep(POLL_EVERY)
+
+
+async def send_when_room(
+    layer: Any, channel: str, message: dict[str, Any], timeout: float = 30.0
+) -> None:
+    """Send, waiting for room while ``channel`` is full (the worker behind, as on a busy
+    machine), as a sender keeping every message would; ``TimeoutError`` after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await layer.send(channel, message)
+            return
+        except ChannelFull:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{channel} stayed full for {timeout} s") from None
+            await asyncio.sleep(POLL_EVERY)  # the layer has no event for room: poll
 
 
 class LogEvent(logging.Handler):

@@ -11,12 +11,12 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from channels.exceptions import ChannelFull
 from channels_redis.core import RedisChannelLayer
 
 from changeflow_channels.rethinkdb_url import parse_rethinkdb_url
 
 from ..conftest import save_output
+from ..polling import send_when_room
 from .conftest import start_ready_worker
 from .helpers import receive
 
@@ -33,13 +33,7 @@ def push(database: str, table: str, data: Any, **fields: Any) -> dict[str, Any]:
 
 async def send(layer: RedisChannelLayer, message: dict[str, Any]) -> None:
     """Send, waiting for room while the worker's channel (capacity 100) is full."""
-    for _ in range(2_000):
-        try:
-            await layer.send("changeflow", message)
-            return
-        except ChannelFull:
-            await asyncio.sleep(0.01)
-    raise TimeoutError("the worker's channel stayed full")
+    await send_when_room(layer, "changeflow", message)
 
 
 async def sender(

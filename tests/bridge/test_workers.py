@@ -133,6 +133,10 @@ def cluster(process_env, rethinkdb_target) -> Iterator[Cluster]:
         "CHANGEFLOW_TEST_LEASE_TIME": str(LEASE),
         # Its client asks for 12 snapshots in quick rounds (a round waits for the last).
         "CHANGEFLOW_TEST_SYNC_BURST": "20",
+        # The raw group member reads in the test's process, which a busy machine can stall
+        # for a second (120 changes): past the default 100 the workers would skip it, as
+        # they skip any full channel (a real consumer then gets a resync).
+        "CHANGEFLOW_TEST_CAPACITY": "5000",
     }
     cluster = Cluster(env, prefix, database)
     try:

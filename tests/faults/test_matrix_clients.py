@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ..polling import send_when_room
 from .clients import idempotency_supported
 from .scenario import QUIET_BURST, Scenario
 from .stack import FaultStack
@@ -96,7 +97,7 @@ async def test_sender_retries_pushes_whose_answers_it_lost(scenario, load):
         s.writer.lost_reply = lost = await s.layer.new_channel()  # nobody reads it
         try:
             for i in range(NO_KEY_PUSHES):
-                await s.layer.send(s.writer.channel, no_key_push(i, lost))
+                await send_when_room(s.layer, s.writer.channel, no_key_push(i, lost))
             if load == "busy":
                 # A quarter of a second of pushes whose answers are lost: about 50, fewer
                 # than a reply channel holds (100), which the worker would then block on.
@@ -109,7 +110,7 @@ async def test_sender_retries_pushes_whose_answers_it_lost(scenario, load):
         s.metrics["retried_pushes"] = await s.writer.retry_unanswered() + NO_KEY_PUSHES
         reply = await s.layer.new_channel()
         for i in range(NO_KEY_PUSHES):
-            await s.layer.send(s.writer.channel, no_key_push(i, reply))
+            await send_when_room(s.layer, s.writer.channel, no_key_push(i, reply))
         for _ in range(NO_KEY_PUSHES):
             no_key_answers.append(await asyncio.wait_for(s.layer.receive(reply), 20))
 

@@ -93,12 +93,16 @@ async def test_subscribing_again_to_the_same_stream_counts(site, make_user, conn
     await push(table, {"id": "a", "owner": user.name})
     client = await connect(user=user)
     count = int(4 * conf.subscribe_rate)
+    started = time.monotonic()
     for n in range(count):
         await client.send({"action": "subscribe", "stream": f"{DATABASE}.{table}", "id": n})
     answers = await answers_by_id(client, set(range(count)))
+    # The bucket refills at the rate while the frames are handled (slower on a busy machine).
+    refilled = int(conf.subscribe_rate * (time.monotonic() - started)) + 1
     codes = [answer.get("code", answer["event"]) for answer in answers.values()]
     burst = int(2 * conf.subscribe_rate)
-    assert burst <= codes.count("subscribed") <= burst + 2, codes
+    assert refilled < count - burst, "too slow to tell a limit from none"
+    assert burst <= codes.count("subscribed") <= burst + refilled, codes
     assert codes.count("rate_limited") == count - codes.count("subscribed"), codes
 
 
