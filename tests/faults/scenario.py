@@ -45,6 +45,7 @@ BUSY_BEFORE = 100  # pushes accepted before the fault (about 0.5 s at 200/s)
 BUSY_AFTER = 200  # pushes accepted after it (about 1 s)
 QUIET_BURST = 6
 SETTLE_S = 45.0  # at most: views settle in 0.1-10 s, slower on a busy machine
+SETTLE_CAP_S = 180.0  # while the table still changes
 
 
 class Scenario:
@@ -177,20 +178,26 @@ class Scenario:
                     f"quiet: {accepted}/{QUIET_BURST} pushes accepted after the fault"
                 )
 
-    async def settle(self, timeout: float = SETTLE_S) -> Docs:
-        """The table's state once every view equals it (or ``timeout`` passed)."""
-        deadline = self.now + timeout
+    async def settle(self, timeout: float = SETTLE_S, cap: float = SETTLE_CAP_S) -> Docs:
+        """The table's state once every view equals it: waits ``timeout`` seconds for the
+        views, longer while the table still changes (a worker still writing pushes queued
+        during the fault, slow on a busy machine), never past ``cap``."""
+        last_change = self.now
+        give_up = self.now + cap
         table = await self.tables.read(self.database, self.table)
         while True:
+            deadline = min(last_change + timeout, give_up)
             for client in self.clients:
                 sub, expect = self.sub(client), self.expected[client.name](table)
                 await client.wait_until(
                     lambda sub=sub, expect=expect: sub.view == expect, max(0.1, deadline - self.now)
                 )
             again = await self.tables.read(self.database, self.table)
-            if again == table or self.now > deadline:
+            if again == table:
+                return again  # the views had their time on a table that stayed
+            if self.now > give_up:
                 return again
-            table = again  # a late write landed meanwhile: wait for that state
+            table, last_change = again, self.now  # writes still landing: wait for them
 
     async def finish(self) -> None:
         """Stop writing, settle, check every invariant, record the figures."""
