@@ -301,6 +301,11 @@ class Scenario:
     async def round_trip(self) -> None:
         """A new subscriber sees a new push: the worker and Daphne still serve."""
         probe = await self.add_client("probe", snapshot=True)
+        # The push must be new to it: after its snapshot (which, past CHANGEFLOW_SNAPSHOT_LIMIT
+        # documents, is truncated and might hold the probe's write beyond its cut).
+        if not await probe.wait_until(lambda: bool(self.sub(probe).snapshots), 30):
+            self.problems.append(f"round trip: no snapshot; {self.sub(probe).summary()}")
+            return
         reply = await self.layer.new_channel()
         message = {
             "type": "changeflow.push",
@@ -326,7 +331,9 @@ class Scenario:
         async def sees(client: ViewClient) -> None:
             sub = self.sub(client)
             if not await client.wait_until(lambda: "probe" in sub.view, 30):
-                self.problems.append(f"round trip: {client.name} never saw the probe push")
+                self.problems.append(
+                    f"round trip: {client.name} never saw the probe push; {sub.summary()}"
+                )
 
         await asyncio.gather(*(sees(client) for client in self.clients))
         self.metrics["round_trip_ok"] = probe.name in {c.name for c in self.clients}
