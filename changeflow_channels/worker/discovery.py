@@ -11,6 +11,7 @@ from rethinkdb import RethinkDB
 
 from ..rethink import Follower
 from ..rethinkdb_url import RethinkDBAddress
+from ..tables.ddl import SPARE_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class TableDiscovery(Follower):
 
     A reconnect reads the table list again (``Follower``): the tables dropped
     meanwhile are removed, those created meanwhile added.
+
+    An extra table that a repair renamed (``SPARE_SUFFIX``) is not followed: it
+    lives only while its documents are copied into the table kept.
     """
 
     def __init__(
@@ -88,7 +92,7 @@ class TableDiscovery(Follower):
             old, new = item.get("old_val"), item.get("new_val")
             if old and (not new or (old["db"], old["name"]) != (new["db"], new["name"])):
                 self._forget(old["id"])
-            if new:
+            if new and SPARE_SUFFIX not in new["name"]:
                 seen.add(new["id"])
                 if new["id"] not in self.known:
                     appeared = not (kind == "initial" and first_read)
