@@ -31,11 +31,6 @@ def push(database: str, table: str, data: Any, **fields: Any) -> dict[str, Any]:
     return {"type": "changeflow.push", "database": database, "table": table, "data": data, **fields}
 
 
-async def send(layer: RedisChannelLayer, message: dict[str, Any]) -> None:
-    """Send, waiting for room while the worker's channel (capacity 100) is full."""
-    await send_when_room(layer, "changeflow", message)
-
-
 async def sender(
     layer: RedisChannelLayer, messages: list[dict[str, Any]], timeout: float = 60
 ) -> list[dict[str, Any]]:
@@ -47,7 +42,8 @@ async def sender(
 
     receiving = asyncio.ensure_future(answers())  # reading while sending: no full reply channel
     for message in messages:
-        await send(layer, {**message, "reply_channel": reply})
+        # The worker's channel holds 100: wait for room while it is full.
+        await send_when_room(layer, "changeflow", {**message, "reply_channel": reply})
     return await receiving
 
 

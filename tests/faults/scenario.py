@@ -193,10 +193,8 @@ class Scenario:
                     lambda sub=sub, expect=expect: sub.view == expect, max(0.1, deadline - self.now)
                 )
             again = await self.tables.read(self.database, self.table)
-            if again == table:
-                return again  # the views had their time on a table that stayed
-            if self.now > give_up:
-                return again
+            if again == table or self.now > give_up:
+                return again  # the views had their time on a table that stayed (or the cap)
             table, last_change = again, self.now  # writes still landing: wait for them
 
     async def finish(self) -> None:
